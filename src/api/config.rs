@@ -1,0 +1,70 @@
+//! `InternalServicesConfig`: the allow-list and run settings, one per
+//! controller namespace, always named `config`.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The controller's settings.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "appstudio.redhat.com",
+    version = "v1alpha1",
+    kind = "InternalServicesConfig",
+    namespaced,
+    shortname = "isc",
+    printcolumn = r#"{"name":"Debug","type":"boolean","jsonPath":".spec.debug"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalServicesConfigSpec {
+    /// Remote namespaces whose requests may run; exact names.
+    #[serde(default)]
+    pub allow_list: Vec<String>,
+
+    /// Keep completed PipelineRuns instead of deleting them.
+    #[serde(default)]
+    pub debug: bool,
+
+    /// The volume claim template backing each run's workspace.
+    #[serde(default)]
+    pub volume_claim: VolumeClaim,
+}
+
+/// Workspace volume settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeClaim {
+    /// Workspace name the Pipeline declares.
+    #[serde(default = "default_volume_name")]
+    pub name: String,
+
+    /// Storage requested per run, such as `1Gi` or `500Mi`.
+    #[serde(default = "default_volume_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+}
+
+impl Default for VolumeClaim {
+    fn default() -> Self {
+        Self {
+            name: default_volume_name(),
+            size: default_volume_size(),
+        }
+    }
+}
+
+fn default_volume_name() -> String {
+    "workspace".to_owned()
+}
+
+fn default_volume_size() -> String {
+    "1Gi".to_owned()
+}
+
+impl InternalServicesConfigSpec {
+    /// Whether requests from `namespace` may run at all.
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.allow_list.iter().any(|allowed| allowed == namespace)
+    }
+}

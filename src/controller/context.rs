@@ -1,0 +1,89 @@
+//! Shared state of every reconcile: clients, caches and the policy set.
+
+use std::sync::Arc;
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
+
+use super::Settings;
+use super::reconcile::Error;
+use crate::api::{
+    CONFIG_NAME, InternalRequest, InternalServicesConfig, InternalServicesConfigSpec, Pipeline,
+    PipelineRun,
+};
+use crate::policy::PolicySet;
+
+/// Everything a reconcile reads or writes through.
+pub struct Context {
+    pub remote: Client,
+    pub internal: Client,
+    pub namespace: String,
+    pub cluster: String,
+    pub policies: PolicySet,
+    configs: Store<InternalServicesConfig>,
+    pipelines: Store<Pipeline>,
+    pub runs: Store<PipelineRun>,
+}
+
+impl Context {
+    pub(super) fn new(
+        settings: &Settings,
+        configs: Store<InternalServicesConfig>,
+        pipelines: Store<Pipeline>,
+        runs: Store<PipelineRun>,
+    ) -> Self {
+        Self {
+            remote: settings.remote.clone(),
+            internal: settings.internal.clone(),
+            namespace: settings.namespace.clone(),
+            cluster: settings.cluster.clone(),
+            policies: settings.policies.clone(),
+            configs,
+            pipelines,
+            runs,
+        }
+    }
+
+    /// Waits until every cache holds a full list, so that an empty cache is
+    /// never mistaken for a missing config or Pipeline.
+    pub async fn caches_ready(&self) -> Result<(), Error> {
+        let gone = |_| Error::CacheGone;
+        self.configs.wait_until_ready().await.map_err(gone)?;
+        self.pipelines.wait_until_ready().await.map_err(gone)?;
+        self.runs.wait_until_ready().await.map_err(gone)
+    }
+
+    /// The config, if it exists.
+    pub fn config(&self) -> Option<Arc<InternalServicesConfig>> {
+        self.configs
+            .get(&ObjectRef::new(CONFIG_NAME).within(&self.namespace))
+    }
+
+    /// The config's spec, or `None` when there is no config.
+    pub fn config_spec(&self) -> Option<InternalServicesConfigSpec> {
+        self.config().map(|c| c.spec.clone())
+    }
+
+    pub fn pipeline_exists(&self, name: &str) -> bool {
+        self.pipelines
+            .get(&ObjectRef::new(name).within(&self.namespace))
+            .is_some()
+    }
+
+    pub fn cached_run(&self, name: &str) -> Option<Arc<PipelineRun>> {
+        self.runs.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    pub fn runs_api(&self) -> Api<PipelineRun> {
+        Api::namespaced(self.internal.clone(), &self.namespace)
+    }
+
+    pub fn requests_api(&self, namespace: &str) -> Api<InternalRequest> {
+        Api::namespaced(self.remote.clone(), namespace)
+    }
+
+    /// Whether completed runs are kept; without a config they are not.
+    pub fn keep_runs(&self) -> bool {
+        self.config().is_some_and(|c| c.spec.debug)
+    }
+}

@@ -1,0 +1,20 @@
+//! internal-services: serve InternalRequests made on a remote cluster by
+//! running Tekton Pipelines on a private one, under Rhai admission policies.
+//!
+//! The pure parts (admission, run building, relay, status) hold no
+//! Kubernetes I/O and are tested without a cluster; `controller` wires them
+//! to the two API servers.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
+pub mod cli;
+pub mod clusters;
+pub mod controller;
+pub mod crd;
+pub mod dry_run;
+pub mod policy;
+pub mod relay;
+pub mod run;
+pub mod status;
+pub mod telemetry;
