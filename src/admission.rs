@@ -23,7 +23,10 @@ pub enum Admission {
     Admit,
     /// `rule` is a core rule name or `policy <file>`; `message` is written to
     /// the request's status as it stands.
-    Reject { rule: String, message: String },
+    Reject {
+        rule: String,
+        message: String,
+    },
 }
 
 /// What admission needs to know about the internal cluster.
@@ -109,7 +112,9 @@ fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -152,7 +157,10 @@ mod tests {
         PolicySet::compile(vec![("00-allow.rhai".to_owned(), source)]).unwrap()
     }
 
-    fn facts<'a>(config: Option<&'a InternalServicesConfigSpec>, exists: Option<bool>) -> Facts<'a> {
+    fn facts<'a>(
+        config: Option<&'a InternalServicesConfigSpec>,
+        exists: Option<bool>,
+    ) -> Facts<'a> {
         Facts {
             namespace: "internal",
             config,
@@ -162,18 +170,29 @@ mod tests {
 
     #[test]
     fn missing_config_is_named_in_the_rejection() {
-        let outcome = decide(&request("team", "p"), facts(None, Some(true)), &allow_all_policy());
+        let outcome = decide(
+            &request("team", "p"),
+            facts(None, Some(true)),
+            &allow_all_policy(),
+        );
         let Admission::Reject { rule, message } = outcome else {
             panic!("admitted without config")
         };
         assert_eq!(rule, rules::CONFIG);
-        assert!(message.contains("no InternalServicesConfig named 'config'"), "{message}");
+        assert!(
+            message.contains("no InternalServicesConfig named 'config'"),
+            "{message}"
+        );
     }
 
     #[test]
     fn allowing_policy_cannot_admit_a_namespace_off_the_allow_list() {
         let config = config(&["team"]);
-        let outcome = decide(&request("intruder", "p"), facts(Some(&config), Some(true)), &allow_all_policy());
+        let outcome = decide(
+            &request("intruder", "p"),
+            facts(Some(&config), Some(true)),
+            &allow_all_policy(),
+        );
         let Admission::Reject { rule, message } = outcome else {
             panic!("policy widened the allow-list")
         };
@@ -184,21 +203,35 @@ mod tests {
     #[test]
     fn missing_pipeline_is_rejected_before_policies() {
         let config = config(&["team"]);
-        let outcome = decide(&request("team", "p"), facts(Some(&config), Some(false)), &allow_all_policy());
+        let outcome = decide(
+            &request("team", "p"),
+            facts(Some(&config), Some(false)),
+            &allow_all_policy(),
+        );
         assert!(matches!(outcome, Admission::Reject { ref rule, .. } if rule == rules::PIPELINE));
     }
 
     #[test]
     fn malformed_pipeline_name_is_rejected() {
         let config = config(&["team"]);
-        let outcome = decide(&request("team", "Bad Name"), facts(Some(&config), None), &allow_all_policy());
-        assert!(matches!(outcome, Admission::Reject { ref rule, .. } if rule == rules::REQUEST_SHAPE));
+        let outcome = decide(
+            &request("team", "Bad Name"),
+            facts(Some(&config), None),
+            &allow_all_policy(),
+        );
+        assert!(
+            matches!(outcome, Admission::Reject { ref rule, .. } if rule == rules::REQUEST_SHAPE)
+        );
     }
 
     #[test]
     fn admitted_when_every_check_passes() {
         let config = config(&["team"]);
-        let outcome = decide(&request("team", "p"), facts(Some(&config), Some(true)), &allow_all_policy());
+        let outcome = decide(
+            &request("team", "p"),
+            facts(Some(&config), Some(true)),
+            &allow_all_policy(),
+        );
         assert_eq!(outcome, Admission::Admit);
     }
 }

@@ -13,7 +13,10 @@ use crate::api::{InternalRequest, InternalServicesConfig};
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("internalrequests.yaml", InternalRequest::crd()),
-        ("internalservicesconfigs.yaml", InternalServicesConfig::crd()),
+        (
+            "internalservicesconfigs.yaml",
+            InternalServicesConfig::crd(),
+        ),
     ]
 }
 
@@ -32,7 +35,8 @@ pub fn emit(dir: Option<&Path>) -> anyhow::Result<()> {
         match dir {
             Some(dir) => {
                 let path = dir.join(file);
-                std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             None => print!("---\n{yaml}"),
         }

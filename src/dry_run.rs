@@ -30,7 +30,12 @@ pub fn run(args: &DryRunArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         config: Some(&config.spec),
         pipeline_exists: None,
     };
-    let width = requests.iter().map(|r| crate::run::request_key(r).len()).max().unwrap_or(7).max(7);
+    let width = requests
+        .iter()
+        .map(|r| crate::run::request_key(r).len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     writeln!(out, "{:width$}  {:8}  REASON", "REQUEST", "DECISION")?;
 
     let mut all_admitted = true;
@@ -57,16 +62,27 @@ fn read_one<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
 }
 
 fn read_all<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut items = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(document)
-            .with_context(|| format!("{}: document {} is not valid YAML", path.display(), index + 1))?;
+        let value = serde_yaml_ng::Value::deserialize(document).with_context(|| {
+            format!(
+                "{}: document {} is not valid YAML",
+                path.display(),
+                index + 1
+            )
+        })?;
         if value.is_null() {
             continue;
         }
-        let item = serde_yaml_ng::from_value(value)
-            .with_context(|| format!("{}: document {} is not the expected kind", path.display(), index + 1))?;
+        let item = serde_yaml_ng::from_value(value).with_context(|| {
+            format!(
+                "{}: document {} is not the expected kind",
+                path.display(),
+                index + 1
+            )
+        })?;
         items.push(item);
     }
     Ok(items)

@@ -15,10 +15,12 @@ fn main() -> ExitCode {
         Command::Run(args) => run_controller(args).map(|()| ExitCode::SUCCESS),
         Command::Crd(args) => crd::emit(args.output_dir.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::DryRun(args)) => {
-            dry_run::run(&args, &mut std::io::stdout().lock()).map(|all_admitted| match all_admitted {
-                true => ExitCode::SUCCESS,
-                false => ExitCode::from(1),
-            })
+            dry_run::run(&args, &mut std::io::stdout().lock()).map(
+                |all_admitted| match all_admitted {
+                    true => ExitCode::SUCCESS,
+                    false => ExitCode::from(1),
+                },
+            )
         }
     };
 

@@ -98,16 +98,26 @@ mod tests {
     #[test]
     fn unknown_condition_means_running() {
         assert_eq!(state(&run_with("Unknown", "", vec![])), RunState::Running);
-        assert_eq!(state(&PipelineRun::new("r", Default::default())), RunState::Running);
+        assert_eq!(
+            state(&PipelineRun::new("r", Default::default())),
+            RunState::Running
+        );
     }
 
     #[test]
     fn failure_keeps_message_and_results() {
         let results = vec![
-            RunResult { name: "log".into(), value: json!("disk full") },
-            RunResult { name: "list".into(), value: json!(["a", "b"]) },
+            RunResult {
+                name: "log".into(),
+                value: json!("disk full"),
+            },
+            RunResult {
+                name: "list".into(),
+                value: json!(["a", "b"]),
+            },
         ];
-        let RunState::Finished(outcome) = state(&run_with("False", "task x failed", results)) else {
+        let RunState::Finished(outcome) = state(&run_with("False", "task x failed", results))
+        else {
             panic!("not finished")
         };
         assert!(!outcome.succeeded);

@@ -35,7 +35,13 @@ pub fn name_for(cluster: &str, request: &InternalRequest) -> String {
     let name = request.metadata.name.as_deref().unwrap_or_default();
     let mut prefix: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(NAME_PREFIX_MAX)
         .collect();
     prefix = prefix.trim_matches('-').to_owned();
@@ -66,7 +72,10 @@ pub fn build(
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         labels: Some(run_labels(cluster, request)),
-        annotations: Some(BTreeMap::from([(annotations::REQUEST.to_owned(), request_key(request))])),
+        annotations: Some(BTreeMap::from([(
+            annotations::REQUEST.to_owned(),
+            request_key(request),
+        )])),
         ..Default::default()
     };
 
@@ -86,9 +95,13 @@ pub fn build(
         }),
         params,
         workspaces: vec![workspace(config)],
-        task_run_template: request.spec.service_account.as_ref().map(|sa| TaskRunTemplate {
-            service_account_name: Some(sa.clone()),
-        }),
+        task_run_template: request
+            .spec
+            .service_account
+            .as_ref()
+            .map(|sa| TaskRunTemplate {
+                service_account_name: Some(sa.clone()),
+            }),
         timeouts: request.spec.timeouts.clone(),
         status: None,
     };
@@ -116,14 +129,23 @@ fn workspace(config: &InternalServicesConfigSpec) -> serde_json::Value {
 fn run_labels(cluster: &str, request: &InternalRequest) -> BTreeMap<String, String> {
     let meta = &request.metadata;
     BTreeMap::from([
-        (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
         (labels::REMOTE_CLUSTER.to_owned(), label_value(cluster)),
-        (labels::REQUEST_NAME.to_owned(), label_value(meta.name.as_deref().unwrap_or_default())),
+        (
+            labels::REQUEST_NAME.to_owned(),
+            label_value(meta.name.as_deref().unwrap_or_default()),
+        ),
         (
             labels::REQUEST_NAMESPACE.to_owned(),
             label_value(meta.namespace.as_deref().unwrap_or_default()),
         ),
-        (labels::REQUEST_UID.to_owned(), label_value(meta.uid.as_deref().unwrap_or_default())),
+        (
+            labels::REQUEST_UID.to_owned(),
+            label_value(meta.uid.as_deref().unwrap_or_default()),
+        ),
     ])
 }
 
@@ -134,8 +156,14 @@ pub fn label_value(value: &str) -> String {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && value.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
-        && value.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric());
+        && value
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_none_or(|b| b.is_ascii_alphanumeric());
     if valid {
         return value.to_owned();
     }
@@ -174,7 +202,9 @@ mod tests {
 
     fn is_dns_label(name: &str) -> bool {
         name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-')
     }
@@ -184,7 +214,10 @@ mod tests {
         let a = request("release", "uid-1");
         assert_eq!(name_for("east", &a), name_for("east", &a));
         assert_ne!(name_for("east", &a), name_for("west", &a));
-        assert_ne!(name_for("east", &a), name_for("east", &request("release", "uid-2")));
+        assert_ne!(
+            name_for("east", &a),
+            name_for("east", &request("release", "uid-2"))
+        );
     }
 
     #[test]
@@ -209,12 +242,17 @@ mod tests {
     fn run_carries_params_workspace_and_links() {
         let mut req = request("release", "uid-1");
         req.spec.request = "push".to_owned();
-        req.spec.params.insert("image".to_owned(), "quay.io/x".to_owned());
+        req.spec
+            .params
+            .insert("image".to_owned(), "quay.io/x".to_owned());
         let config = InternalServicesConfigSpec::default();
         let run = build("release-abc", "internal", "remote", &req, &config);
 
         let spec = &run.spec;
-        assert_eq!(spec.pipeline_ref.as_ref().unwrap().name.as_deref(), Some("push"));
+        assert_eq!(
+            spec.pipeline_ref.as_ref().unwrap().name.as_deref(),
+            Some("push")
+        );
         assert_eq!(spec.params[0].name, "image");
         assert_eq!(spec.workspaces[0]["name"], "workspace");
         assert_eq!(run.label(labels::REQUEST_UID), Some("uid-1"));

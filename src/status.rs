@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-use crate::api::request::{CONDITION_SUCCEEDED, reasons};
 use crate::api::InternalRequest;
+use crate::api::request::{CONDITION_SUCCEEDED, reasons};
 use crate::relay::Outcome;
 
 /// Longest condition message the API server accepts.
@@ -20,7 +20,13 @@ const MESSAGE_MAX_BYTES: usize = 32 * 1024;
 /// The request is running as `run` (`namespace/name`).
 pub fn running(request: &InternalRequest, run: &str) -> Value {
     let now = now();
-    let condition = condition(request, "Unknown", reasons::RUNNING, format!("PipelineRun {run} is running"), &now);
+    let condition = condition(
+        request,
+        "Unknown",
+        reasons::RUNNING,
+        format!("PipelineRun {run} is running"),
+        &now,
+    );
     json!({ "status": {
         "startTime": now,
         "pipelineRun": run,
@@ -33,7 +39,13 @@ pub fn running(request: &InternalRequest, run: &str) -> Value {
 /// The request was not admitted.
 pub fn rejected(request: &InternalRequest, message: &str) -> Value {
     let now = now();
-    let condition = condition(request, "False", reasons::REJECTED, message.to_owned(), &now);
+    let condition = condition(
+        request,
+        "False",
+        reasons::REJECTED,
+        message.to_owned(),
+        &now,
+    );
     json!({ "status": {
         "completionTime": now,
         "conditions": [condition],
@@ -66,7 +78,13 @@ pub fn lost(request: &InternalRequest, message: String) -> Value {
     }})
 }
 
-fn condition(request: &InternalRequest, status: &str, reason: &str, message: String, now: &Time) -> Condition {
+fn condition(
+    request: &InternalRequest,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> Condition {
     Condition {
         type_: CONDITION_SUCCEEDED.to_owned(),
         status: status.to_owned(),

@@ -97,7 +97,9 @@ pub struct InternalRequestStatus {
 impl InternalRequestStatus {
     /// The `Succeeded` condition, if any has been written.
     pub fn succeeded(&self) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == CONDITION_SUCCEEDED)
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_SUCCEEDED)
     }
 
     /// True once the request has an outcome that will never change.

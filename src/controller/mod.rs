@@ -48,7 +48,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Api::namespaced(internal.clone(), &ns),
         watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
     );
-    let pipelines = spawn_cache::<Pipeline>(Api::namespaced(internal.clone(), &ns), watcher::Config::default());
+    let pipelines = spawn_cache::<Pipeline>(
+        Api::namespaced(internal.clone(), &ns),
+        watcher::Config::default(),
+    );
 
     let (runs, runs_writer) = reflector::store::<PipelineRun>();
     let run_selector = format!(
@@ -94,7 +97,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// Starts a watch-fed cache of `K` and returns its reader.
 fn spawn_cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config).default_backoff().reflect(writer);
@@ -113,7 +122,11 @@ where
 
 /// Maps a run back to the request it serves.
 fn request_of_run(run: PipelineRun) -> Option<ObjectRef<InternalRequest>> {
-    let key = run.metadata.annotations.as_ref()?.get(annotations::REQUEST)?;
+    let key = run
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(annotations::REQUEST)?;
     let (namespace, name) = key.split_once('/')?;
     Some(ObjectRef::new(name).within(namespace))
 }

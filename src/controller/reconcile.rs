@@ -34,7 +34,10 @@ pub enum Error {
     #[error("cannot delete PipelineRun {name}: {source}")]
     DeleteRun { name: String, source: kube::Error },
     #[error("cannot write status of request {request}: {source}")]
-    WriteStatus { request: String, source: kube::Error },
+    WriteStatus {
+        request: String,
+        source: kube::Error,
+    },
     #[error("policy evaluation did not finish: {0}")]
     PolicyTask(#[from] tokio::task::JoinError),
 }
@@ -73,7 +76,11 @@ pub fn error_policy(request: Arc<InternalRequest>, error: &Error, _ctx: Arc<Cont
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn admit_and_start(request: &Arc<InternalRequest>, run_name: &str, ctx: &Context) -> Result<Action, Error> {
+async fn admit_and_start(
+    request: &Arc<InternalRequest>,
+    run_name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let config = ctx.config_spec();
     let pipeline_exists = ctx.pipeline_exists(&request.spec.request);
     let (policies, namespace, req) = (ctx.policies.clone(), ctx.namespace.clone(), request.clone());
@@ -99,9 +106,18 @@ async fn admit_and_start(request: &Arc<InternalRequest>, run_name: &str, ctx: &C
     };
     let run = run::build(run_name, &ctx.namespace, &ctx.cluster, request, &config);
     match ctx.runs_api().create(&PostParams::default(), &run).await {
-        Ok(_) => tracing::info!(run = %run_name, pipeline = %request.spec.request, "request admitted; run created"),
-        Err(kube::Error::Api(e)) if e.code == 409 => tracing::debug!(run = %run_name, "run already exists"),
-        Err(source) => return Err(Error::CreateRun { name: run_name.to_owned(), source }),
+        Ok(_) => {
+            tracing::info!(run = %run_name, pipeline = %request.spec.request, "request admitted; run created")
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(run = %run_name, "run already exists")
+        }
+        Err(source) => {
+            return Err(Error::CreateRun {
+                name: run_name.to_owned(),
+                source,
+            });
+        }
     }
 
     let run_ref = format!("{}/{run_name}", ctx.namespace);
@@ -111,7 +127,11 @@ async fn admit_and_start(request: &Arc<InternalRequest>, run_name: &str, ctx: &C
 
 /// Relays the run's progress; once it finished, writes the outcome and then
 /// removes the run unless runs are kept.
-async fn follow(request: &InternalRequest, run: &PipelineRun, ctx: &Context) -> Result<Action, Error> {
+async fn follow(
+    request: &InternalRequest,
+    run: &PipelineRun,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let run_ref = format!("{}/{}", ctx.namespace, run.name_any());
 
     match relay::state(run) {
@@ -133,12 +153,19 @@ async fn follow(request: &InternalRequest, run: &PipelineRun, ctx: &Context) -> 
 
 /// The request says it is running but the cache has no run: look once at
 /// the API server, since the cache may lag behind our own create.
-async fn confirm_lost(request: &InternalRequest, run_name: &str, ctx: &Context) -> Result<Action, Error> {
+async fn confirm_lost(
+    request: &InternalRequest,
+    run_name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let found = ctx
         .runs_api()
         .get_opt(run_name)
         .await
-        .map_err(|source| Error::ReadRun { name: run_name.to_owned(), source })?;
+        .map_err(|source| Error::ReadRun {
+            name: run_name.to_owned(),
+            source,
+        })?;
     if let Some(run) = found {
         return follow(request, &run, ctx).await;
     }
@@ -159,7 +186,11 @@ async fn clean_up(ctx: &Context, run: &PipelineRun) -> Result<(), Error> {
     }
 
     let name = run.name_any();
-    match ctx.runs_api().delete(&name, &DeleteParams::background()).await {
+    match ctx
+        .runs_api()
+        .delete(&name, &DeleteParams::background())
+        .await
+    {
         Ok(_) => tracing::debug!(run = %name, "run deleted"),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(source) => return Err(Error::DeleteRun { name, source }),

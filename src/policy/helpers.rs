@@ -29,7 +29,9 @@ fn matches(text: &str, pattern: &str) -> Result<bool, Box<EvalAltResult>> {
 }
 
 fn compiled(pattern: &str) -> Result<Regex, regex::Error> {
-    let mut cache = PATTERNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = PATTERNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(regex) = cache.get(pattern) {
         return Ok(regex.clone());
     }

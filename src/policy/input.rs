@@ -60,7 +60,11 @@ impl From<&InternalRequest> for RequestView {
         let meta = &request.metadata;
         let mut timeouts = BTreeMap::new();
         if let Some(t) = &request.spec.timeouts {
-            let pairs = [("pipeline", &t.pipeline), ("tasks", &t.tasks), ("finally", &t.finally)];
+            let pairs = [
+                ("pipeline", &t.pipeline),
+                ("tasks", &t.tasks),
+                ("finally", &t.finally),
+            ];
             for (key, value) in pairs {
                 if let Some(value) = value {
                     timeouts.insert(key.to_owned(), value.clone());

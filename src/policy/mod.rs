@@ -36,7 +36,10 @@ pub enum PolicyOutcome {
     Allow,
     /// `policy` names the file that said no; `reason` is its words or the
     /// failure that stood in for them.
-    Deny { policy: String, reason: String },
+    Deny {
+        policy: String,
+        reason: String,
+    },
 }
 
 /// Why a policy directory could not be loaded.
@@ -94,12 +97,11 @@ impl PolicySet {
                 })?
                 .path();
             if path.extension().is_some_and(|ext| ext == "rhai") && path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(|source| {
-                    LoadError::ReadFile {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
                 sources.push((file.into_owned(), text));
             }
@@ -118,7 +120,9 @@ impl PolicySet {
                 file: file.clone(),
                 message: err.to_string(),
             })?;
-            let admits = ast.iter_functions().any(|f| f.name == ADMIT_FN && f.params.len() == 2);
+            let admits = ast
+                .iter_functions()
+                .any(|f| f.name == ADMIT_FN && f.params.len() == 2);
             policies.push(Policy { file, ast, admits });
         }
 
@@ -137,7 +141,11 @@ impl PolicySet {
     ///
     /// This is CPU work bounded by the engine's limits; call it off the async
     /// executor.
-    pub fn admit(&self, request: &InternalRequest, config: &InternalServicesConfigSpec) -> PolicyOutcome {
+    pub fn admit(
+        &self,
+        request: &InternalRequest,
+        config: &InternalServicesConfigSpec,
+    ) -> PolicyOutcome {
         let input = AdmissionInput::new(request, config);
         let (request, config) = (input.request_value(), input.config_value());
 
