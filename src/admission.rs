@@ -6,8 +6,8 @@
 //! controller's namespace is rejected before any script runs. Pure logic: no
 //! Kubernetes calls, so it is the same in the controller and in `dry-run`.
 
-use crate::api::{CONFIG_NAME, InternalRequest, InternalServicesConfigSpec};
-use crate::policy::{PolicyOutcome, PolicySet};
+use crate::api::{AdmissionRecord, CONFIG_NAME, InternalRequest, InternalServicesConfigSpec};
+use crate::policy::{ALL_POLICIES, AdmissionReport, Capture, PolicySet};
 
 /// Name of the core rule that reports a denial, when no script is involved.
 pub mod rules {
@@ -29,6 +29,15 @@ pub enum Admission {
     },
 }
 
+/// An admission decision with its audit record and, when policies ran,
+/// what they left (output, warnings, failures).
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub admission: Admission,
+    pub record: AdmissionRecord,
+    pub report: Option<AdmissionReport>,
+}
+
 /// What admission needs to know about the internal cluster.
 #[derive(Clone, Copy, Debug)]
 pub struct Facts<'a> {
@@ -36,15 +45,60 @@ pub struct Facts<'a> {
     pub namespace: &'a str,
     pub config: Option<&'a InternalServicesConfigSpec>,
     /// Whether the requested Pipeline exists; `None` when it cannot be known
-    /// (a dry run without a cluster), which skips that check.
+    /// (a dry run without a cluster), which skips that check. Not used for
+    /// resolver-form requests, whose Pipeline comes from elsewhere.
     pub pipeline_exists: Option<bool>,
 }
 
-/// Decides one request.
-pub fn decide(request: &InternalRequest, facts: Facts<'_>, policies: &PolicySet) -> Admission {
-    if let Err(message) = check_shape(request) {
-        return reject(rules::REQUEST_SHAPE, message);
+/// Decides one request: core checks first, then the policies.
+pub fn decide(
+    request: &InternalRequest,
+    facts: Facts<'_>,
+    policies: &PolicySet,
+    capture: Capture,
+) -> Decided {
+    let core = |admission: Admission| {
+        let rule = match &admission {
+            Admission::Reject { rule, .. } => rule.clone(),
+            Admission::Admit => ALL_POLICIES.to_owned(),
+        };
+        Decided {
+            record: record(policies, rule, Vec::new()),
+            admission,
+            report: None,
+        }
+    };
+    let config = match check_core(request, facts) {
+        Ok(config) => config,
+        Err(rejection) => return core(rejection),
+    };
+
+    let report = policies.admit(request, config, capture);
+    let admission = match report.decision.message() {
+        None => Admission::Admit,
+        Some(message) => Admission::Reject {
+            rule: format!("policy {}", report.decided_by),
+            message,
+        },
+    };
+    Decided {
+        record: record(
+            policies,
+            report.decided_by.clone(),
+            report.trail.warnings.clone(),
+        ),
+        admission,
+        report: Some(report),
     }
+}
+
+/// The core's own checks, in order; the first failure rejects. Returns the
+/// config the policies are to see.
+fn check_core<'a>(
+    request: &InternalRequest,
+    facts: Facts<'a>,
+) -> Result<&'a InternalServicesConfigSpec, Admission> {
+    check_shape(request).map_err(|message| reject(rules::REQUEST_SHAPE, message))?;
 
     let Some(config) = facts.config else {
         let message = format!(
@@ -52,7 +106,7 @@ pub fn decide(request: &InternalRequest, facts: Facts<'_>, policies: &PolicySet)
              requests are rejected until an operator creates it",
             facts.namespace
         );
-        return reject(rules::CONFIG, message);
+        return Err(reject(rules::CONFIG, message));
     };
 
     let namespace = request.metadata.namespace.as_deref().unwrap_or_default();
@@ -61,23 +115,25 @@ pub fn decide(request: &InternalRequest, facts: Facts<'_>, policies: &PolicySet)
             "namespace '{namespace}' is not on the allow-list of InternalServicesConfig '{}/{CONFIG_NAME}'",
             facts.namespace
         );
-        return reject(rules::ALLOW_LIST, message);
+        return Err(reject(rules::ALLOW_LIST, message));
     }
 
-    if facts.pipeline_exists == Some(false) {
+    let named = request.spec.resolver().is_none();
+    if named && facts.pipeline_exists == Some(false) {
         let message = format!(
             "Pipeline '{}' does not exist in namespace '{}'",
             request.spec.request, facts.namespace
         );
-        return reject(rules::PIPELINE, message);
+        return Err(reject(rules::PIPELINE, message));
     }
+    Ok(config)
+}
 
-    match policies.admit(request, config) {
-        PolicyOutcome::Allow => Admission::Admit,
-        PolicyOutcome::Deny { policy, reason } => Admission::Reject {
-            message: format!("denied by policy {policy}: {reason}"),
-            rule: format!("policy {policy}"),
-        },
+fn record(policies: &PolicySet, decided_by: String, warnings: Vec<String>) -> AdmissionRecord {
+    AdmissionRecord {
+        policy_set: policies.hash().to_owned(),
+        decided_by,
+        warnings,
     }
 }
 
@@ -92,14 +148,28 @@ fn reject(rule: &str, message: String) -> Admission {
 /// by a valid Kubernetes name and its parameter names must be usable.
 fn check_shape(request: &InternalRequest) -> Result<(), String> {
     let pipeline = &request.spec.request;
-    if pipeline.is_empty() {
-        return Err("spec.request is empty: it must name the Pipeline to run".to_owned());
+    match (pipeline.is_empty(), request.spec.resolver()) {
+        (true, None) => {
+            return Err("spec.request is empty: it must name the Pipeline to run".to_owned());
+        }
+        (false, Some(_)) => {
+            return Err("spec.request and spec.pipeline are both set: use one of them".to_owned());
+        }
+        (true, Some(resolver)) if resolver.resolver.is_empty() => {
+            return Err("spec.pipeline.pipelineRef.resolver is empty".to_owned());
+        }
+        (true, Some(_)) => return check_params(request),
+        (false, None) => {}
     }
     if !is_dns_subdomain(pipeline) {
         return Err(format!(
             "spec.request '{pipeline}' is not a valid Pipeline name (lowercase letters, digits, '-' and '.', at most 253 characters)"
         ));
     }
+    check_params(request)
+}
+
+fn check_params(request: &InternalRequest) -> Result<(), String> {
     if let Some(bad) = request.spec.params.keys().find(|name| !is_param_name(name)) {
         return Err(format!(
             "spec.params key '{bad}' is not a valid parameter name (letters, digits, '_', '-' and '.', starting with a letter or '_')"
@@ -132,6 +202,7 @@ fn is_param_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::api::InternalRequestSpec;
+    use crate::policy::SourceFile;
 
     fn request(namespace: &str, pipeline: &str) -> InternalRequest {
         let mut request = InternalRequest::new(
@@ -153,8 +224,12 @@ mod tests {
     }
 
     fn allow_all_policy() -> PolicySet {
-        let source = "fn admit(request, config) { allow() }".to_owned();
-        PolicySet::compile(vec![("00-allow.rhai".to_owned(), source)]).unwrap()
+        let source = "fn admit(request, config) { allow() }";
+        PolicySet::strict(vec![SourceFile::new("00-allow.rhai", source)]).unwrap()
+    }
+
+    fn decide(request: &InternalRequest, facts: Facts<'_>, policies: &PolicySet) -> Admission {
+        super::decide(request, facts, policies, Capture::default()).admission
     }
 
     fn facts<'a>(

@@ -1,8 +1,10 @@
 //! Command-line interface: the controller and the offline tools.
 //!
-//! Exit codes: 0 success; 1 a dry run denied at least one request; 2 the
-//! command could not do its work (bad flags, unreadable files, no cluster).
+//! Exit codes: 0 success; 1 a dry run denied a request, `policy check`
+//! found an error or `policy test` had a failing case; 2 the command could
+//! not do its work (bad flags, unreadable files, no cluster).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -12,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "internal-services",
     version,
     about = "Runs Tekton Pipelines on a private cluster for InternalRequests made on a remote cluster",
-    after_help = "Exit codes: 0 success; 1 a dry run denied at least one request; 2 error."
+    after_help = "Exit codes: 0 success; 1 a dry run denied a request, a check found an error, \
+                  or a test failed; 2 the command could not do its work."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,14 +53,28 @@ pub struct RunArgs {
     #[arg(long, env = "REMOTE_CLUSTER_NAME", default_value = "remote")]
     pub remote_cluster_name: String,
 
-    /// Namespace on the internal cluster for config, Pipelines and runs
+    /// Namespace on the internal cluster for config, Pipelines, runs and policies
     /// (default: the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Directory of `*.rhai` admission policies.
+    /// Directory of `*.rhai` policies, watched for changes (used when no
+    /// policy ConfigMap is given).
     #[arg(long, env = "POLICY_DIR", default_value = "policies")]
     pub policies: PathBuf,
+
+    /// ConfigMap in the controller's namespace holding policies, one key per
+    /// `*.rhai` file; repeat for several. Watched for changes.
+    #[arg(
+        long = "policy-configmap",
+        env = "POLICY_CONFIGMAPS",
+        value_delimiter = ','
+    )]
+    pub policy_configmaps: Vec<String>,
+
+    /// Label selector of ConfigMaps holding policies, instead of or besides names.
+    #[arg(long, env = "POLICY_SELECTOR")]
+    pub policy_selector: Option<String>,
 
     /// Serve only remote requests that match this label selector.
     #[arg(long, env = "REQUEST_SELECTOR")]
@@ -66,6 +83,10 @@ pub struct RunArgs {
     /// Requests reconciled at the same time.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+
+    /// Address for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -77,15 +98,44 @@ pub struct CrdArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Decide requests from files against a policy directory and a config, without a cluster.
+    /// Compile and lint policies; report problems as file:line:column.
+    Check(CheckArgs),
+    /// Decide requests (from files or a live cluster) without running anything.
     DryRun(DryRunArgs),
+    /// Run YAML test suites against policies; report rules never reached.
+    Test(TestArgs),
+    /// Measure decisions per second and latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// Where offline commands read policies from.
+#[derive(Debug, Args)]
+pub struct PolicyFiles {
+    /// Directory of `*.rhai` policies.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+
+    /// YAML file with the policy ConfigMap(s), instead of a directory.
+    #[arg(long)]
+    pub configmap: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub files: PolicyFiles,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]
 pub struct DryRunArgs {
-    /// Directory of `*.rhai` admission policies.
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
+    #[command(flatten)]
+    pub files: PolicyFiles,
 
     /// File holding the InternalServicesConfig (YAML or JSON).
     #[arg(long)]
@@ -95,7 +145,43 @@ pub struct DryRunArgs {
     #[arg(long, default_value = "internal-services")]
     pub namespace: String,
 
+    /// Decide every request on this remote cluster instead of files.
+    #[arg(long, conflicts_with = "requests")]
+    pub remote_kubeconfig: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
     /// Files holding InternalRequests; a file may hold several YAML documents.
+    #[arg(required_unless_present = "remote_kubeconfig")]
+    pub requests: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub files: PolicyFiles,
+
+    /// YAML test suites.
+    #[arg(required = true)]
+    pub suites: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub files: PolicyFiles,
+
+    /// File holding the InternalServicesConfig.
+    #[arg(long)]
+    pub config: PathBuf,
+
+    /// Decisions to time.
+    #[arg(long, default_value_t = 200_000)]
+    pub iterations: usize,
+
+    /// Files holding the InternalRequests to decide, in turn.
     #[arg(required = true)]
     pub requests: Vec<PathBuf>,
 }

@@ -90,9 +90,7 @@ pub fn build(
         .collect();
 
     let spec = PipelineRunSpec {
-        pipeline_ref: Some(PipelineRef {
-            name: Some(request.spec.request.clone()),
-        }),
+        pipeline_ref: Some(pipeline_ref(request)),
         params,
         workspaces: vec![workspace(config)],
         task_run_template: request
@@ -110,6 +108,28 @@ pub fn build(
         metadata,
         spec,
         status: None,
+    }
+}
+
+/// By name for the seed's form, by resolver for upstream's.
+fn pipeline_ref(request: &InternalRequest) -> PipelineRef {
+    match request.spec.resolver() {
+        Some(resolver) => PipelineRef {
+            name: None,
+            resolver: Some(resolver.resolver.clone()),
+            params: resolver
+                .params
+                .iter()
+                .map(|p| Param {
+                    name: p.name.clone(),
+                    value: json!(p.value),
+                })
+                .collect(),
+        },
+        None => PipelineRef {
+            name: Some(request.spec.request.clone()),
+            ..Default::default()
+        },
     }
 }
 

@@ -10,34 +10,35 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-use crate::api::InternalRequest;
 use crate::api::request::{CONDITION_SUCCEEDED, reasons};
+use crate::api::{AdmissionRecord, InternalRequest};
 use crate::relay::Outcome;
 
 /// Longest condition message the API server accepts.
 const MESSAGE_MAX_BYTES: usize = 32 * 1024;
 
-/// The request is running as `run` (`namespace/name`).
-pub fn running(request: &InternalRequest, run: &str) -> Value {
+/// The request is running as `run` (`namespace/name`); `admission` is
+/// recorded when this patch follows the admission decision.
+pub fn running(request: &InternalRequest, run: &str, admission: Option<&AdmissionRecord>) -> Value {
     let now = now();
-    let condition = condition(
-        request,
-        "Unknown",
-        reasons::RUNNING,
-        format!("PipelineRun {run} is running"),
-        &now,
-    );
-    json!({ "status": {
+    let message = format!("PipelineRun {run} is running");
+    let condition = condition(request, "Unknown", reasons::RUNNING, message, &now);
+    let mut patch = json!({ "status": {
         "startTime": now,
         "pipelineRun": run,
         "completionTime": null,
         "results": null,
         "conditions": [condition],
-    }})
+        "observedGeneration": request.metadata.generation,
+    }});
+    if let Some(record) = admission {
+        patch["status"]["admission"] = json!(record);
+    }
+    patch
 }
 
 /// The request was not admitted.
-pub fn rejected(request: &InternalRequest, message: &str) -> Value {
+pub fn rejected(request: &InternalRequest, message: &str, admission: &AdmissionRecord) -> Value {
     let now = now();
     let condition = condition(
         request,
@@ -49,6 +50,8 @@ pub fn rejected(request: &InternalRequest, message: &str) -> Value {
     json!({ "status": {
         "completionTime": now,
         "conditions": [condition],
+        "admission": admission,
+        "observedGeneration": request.metadata.generation,
     }})
 }
 
@@ -130,7 +133,7 @@ mod tests {
     #[test]
     fn running_patch_names_the_run_and_clears_old_outcome() {
         let request = InternalRequest::new("r", Default::default());
-        let patch = running(&request, "internal/r-abc");
+        let patch = running(&request, "internal/r-abc", None);
         assert_eq!(patch["status"]["pipelineRun"], "internal/r-abc");
         assert_eq!(patch["status"]["conditions"][0]["reason"], "Running");
         assert!(patch["status"]["results"].is_null());

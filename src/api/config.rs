@@ -29,6 +29,15 @@ pub struct InternalServicesConfigSpec {
     /// The volume claim template backing each run's workspace.
     #[serde(default)]
     pub volume_claim: VolumeClaim,
+
+    /// Repository URLs that resolver-form requests may load Pipelines from;
+    /// read by the shipped git-resolver policy.
+    #[serde(
+        default,
+        rename = "allowedGitResolverURLs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allowed_git_resolver_urls: Vec<String>,
 }
 
 /// Workspace volume settings.

@@ -11,7 +11,9 @@ pub mod request;
 pub mod tekton;
 
 pub use config::{InternalServicesConfig, InternalServicesConfigSpec, VolumeClaim};
-pub use request::{InternalRequest, InternalRequestSpec, InternalRequestStatus, reasons};
+pub use request::{
+    AdmissionRecord, InternalRequest, InternalRequestSpec, InternalRequestStatus, reasons,
+};
 pub use tekton::{Pipeline, PipelineRun};
 
 /// The API group shared by both of our kinds.

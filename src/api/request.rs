@@ -44,8 +44,13 @@ pub mod reasons {
 #[serde(rename_all = "camelCase")]
 pub struct InternalRequestSpec {
     /// Name of the Tekton Pipeline to run; it must exist in the controller's namespace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request: String,
+
+    /// Upstream's resolver form, instead of `request`: a Tekton resolver
+    /// reference. Admitted only when a policy defines `admit_resolver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineSource>,
 
     /// String parameters handed to the Pipeline, one per entry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -58,6 +63,29 @@ pub struct InternalRequestSpec {
     /// Service account the PipelineRun's tasks run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+}
+
+/// Where a resolver-form request's Pipeline comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSource {
+    pub pipeline_ref: ResolverRef,
+}
+
+/// A Tekton resolver reference, such as the git resolver with `url`,
+/// `revision` and `pathInRepo` parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ResolverRef {
+    pub resolver: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ResolverParam>,
+}
+
+/// One resolver parameter.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ResolverParam {
+    pub name: String,
+    pub value: String,
 }
 
 /// Tekton's three PipelineRun timeouts.
@@ -92,6 +120,28 @@ pub struct InternalRequestStatus {
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// Which policies decided admission, so an auditor can tell which rules
+    /// admitted or rejected the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionRecord>,
+
+    /// The request's generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The policy set and rule behind an admission decision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRecord {
+    /// Content hash of the policy set that was in effect (`sha256:...`).
+    pub policy_set: String,
+    /// The deciding rule: a core rule, a policy file, or `all policies`.
+    pub decided_by: String,
+    /// Warnings from policies, including denials of policies in audit mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl InternalRequestStatus {
@@ -106,6 +156,28 @@ impl InternalRequestStatus {
     pub fn is_terminal(&self) -> bool {
         self.succeeded()
             .is_some_and(|c| c.reason != reasons::RUNNING)
+    }
+}
+
+impl InternalRequestSpec {
+    /// The resolver reference, when the request uses the resolver form.
+    pub fn resolver(&self) -> Option<&ResolverRef> {
+        self.pipeline.as_ref().map(|p| &p.pipeline_ref)
+    }
+
+    /// What the request asks to run, for messages and logs.
+    pub fn pipeline_description(&self) -> String {
+        match self.resolver() {
+            Some(r) => {
+                let url = r
+                    .params
+                    .iter()
+                    .find(|p| p.name == "url")
+                    .map(|p| p.value.as_str());
+                format!("{} resolver {}", r.resolver, url.unwrap_or("(no url)"))
+            }
+            None => self.request.clone(),
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use crate::api::{
     CONFIG_NAME, InternalRequest, InternalServicesConfig, InternalServicesConfigSpec, Pipeline,
     PipelineRun,
 };
-use crate::policy::PolicySet;
+use crate::metrics::{ClassLabels, Metrics, OutcomeLabels};
+use crate::policy::LivePolicies;
 
 /// Everything a reconcile reads or writes through.
 pub struct Context {
@@ -19,7 +20,8 @@ pub struct Context {
     pub internal: Client,
     pub namespace: String,
     pub cluster: String,
-    pub policies: PolicySet,
+    pub policies: Arc<LivePolicies>,
+    pub metrics: Arc<Metrics>,
     configs: Store<InternalServicesConfig>,
     pipelines: Store<Pipeline>,
     pub runs: Store<PipelineRun>,
@@ -38,6 +40,7 @@ impl Context {
             namespace: settings.namespace.clone(),
             cluster: settings.cluster.clone(),
             policies: settings.policies.clone(),
+            metrics: settings.metrics.clone(),
             configs,
             pipelines,
             runs,
@@ -50,7 +53,9 @@ impl Context {
         let gone = |_| Error::CacheGone;
         self.configs.wait_until_ready().await.map_err(gone)?;
         self.pipelines.wait_until_ready().await.map_err(gone)?;
-        self.runs.wait_until_ready().await.map_err(gone)
+        self.runs.wait_until_ready().await.map_err(gone)?;
+        self.policies.wait_loaded().await;
+        Ok(())
     }
 
     /// The config, if it exists.
@@ -80,6 +85,29 @@ impl Context {
 
     pub fn requests_api(&self, namespace: &str) -> Api<InternalRequest> {
         Api::namespaced(self.remote.clone(), namespace)
+    }
+
+    /// Counts the failures policies met while deciding.
+    pub fn count_policy_failures(&self, decided: &crate::admission::Decided) {
+        for class in decided.report.iter().flat_map(|r| &r.failures) {
+            self.count_failure(*class);
+        }
+    }
+
+    pub fn count_failure(&self, class: crate::policy::FailureClass) {
+        let labels = ClassLabels {
+            class: class.as_str(),
+        };
+        self.metrics.policy_failures.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request reaching an outcome, by the rule or reason behind it.
+    pub fn count_request(&self, outcome: &'static str, reason: &str) {
+        let labels = OutcomeLabels {
+            outcome,
+            reason: reason.to_owned(),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
     }
 
     /// Whether completed runs are kept; without a config they are not.

@@ -23,7 +23,8 @@ pub use reconcile::Error;
 
 use crate::api::tekton::{annotations, labels};
 use crate::api::{CONFIG_NAME, InternalRequest, InternalServicesConfig, Pipeline, PipelineRun};
-use crate::policy::PolicySet;
+use crate::metrics::Metrics;
+use crate::policy::LivePolicies;
 
 /// What the controller needs to start.
 pub struct Settings {
@@ -35,8 +36,27 @@ pub struct Settings {
     pub cluster: String,
     /// Only requests matching this label selector are served.
     pub request_selector: Option<String>,
-    pub policies: PolicySet,
+    pub policies: Arc<LivePolicies>,
+    pub metrics: Arc<Metrics>,
     pub concurrency: u16,
+}
+
+/// Readiness for `/readyz`: policies loaded. (The caches fill within the
+/// controller; a reconcile waits for them.)
+pub struct Readiness {
+    policies: Arc<LivePolicies>,
+}
+
+impl Readiness {
+    pub fn new(policies: Arc<LivePolicies>) -> Self {
+        Self { policies }
+    }
+}
+
+impl crate::metrics::Health for Readiness {
+    fn ready(&self) -> bool {
+        self.policies.is_loaded()
+    }
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -76,7 +96,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let requests = Api::<InternalRequest>::all(settings.remote.clone());
 
     let context = Arc::new(Context::new(&settings, configs, pipelines, runs));
-    tracing::info!(namespace = %ns, cluster = %settings.cluster, policies = ?settings.policies, "controller starting");
+    tracing::info!(namespace = %ns, cluster = %settings.cluster, policies = %settings.policies.current().hash(), "controller starting");
 
     Controller::new(requests, request_watch)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))

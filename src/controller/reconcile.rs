@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::Context;
 use crate::admission::{self, Admission, Facts};
-use crate::api::{InternalRequest, PipelineRun};
+use crate::api::{InternalRequest, PipelineRun, reasons};
+use crate::policy::{Capture, Retention, RunView};
 use crate::relay::{self, RunState};
 use crate::{run, status};
 
@@ -52,10 +53,10 @@ pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Resu
     let cached = ctx.cached_run(&run_name);
 
     if status.is_terminal() {
-        if let Some(run) = cached {
-            clean_up(&ctx, &run).await?;
-        }
-        return Ok(Action::await_change());
+        return match cached {
+            Some(run) => clean_up(&ctx, &request, &run).await,
+            None => Ok(Action::await_change()),
+        };
     }
 
     match cached {
@@ -83,32 +84,44 @@ async fn admit_and_start(
 ) -> Result<Action, Error> {
     let config = ctx.config_spec();
     let pipeline_exists = ctx.pipeline_exists(&request.spec.request);
-    let (policies, namespace, req) = (ctx.policies.clone(), ctx.namespace.clone(), request.clone());
+    let policies = ctx.policies.current();
+    let (namespace, req, cfg) = (ctx.namespace.clone(), request.clone(), config.clone());
 
-    let admission = tokio::task::spawn_blocking(move || {
+    let decided = tokio::task::spawn_blocking(move || {
         let facts = Facts {
             namespace: &namespace,
-            config: config.as_ref(),
+            config: cfg.as_ref(),
             pipeline_exists: Some(pipeline_exists),
         };
-        admission::decide(&req, facts, &policies)
+        admission::decide(&req, facts, &policies, Capture::default())
     })
     .await?;
+    ctx.count_policy_failures(&decided);
 
-    if let Admission::Reject { rule, message } = admission {
-        tracing::info!(%rule, %message, "request rejected");
-        write_status(ctx, request, status::rejected(request, &message)).await?;
+    let (Admission::Admit, Some(config)) = (&decided.admission, config) else {
+        let message = match &decided.admission {
+            Admission::Reject { message, .. } => message.clone(),
+            Admission::Admit => "config disappeared during admission".to_owned(),
+        };
+        tracing::info!(rule = %decided.record.decided_by, %message, policies = %decided.record.policy_set, "request rejected");
+        ctx.count_request(reasons::REJECTED, &decided.record.decided_by);
+        write_status(
+            ctx,
+            request,
+            status::rejected(request, &message, &decided.record),
+        )
+        .await?;
         return Ok(Action::await_change());
-    }
-
-    let Some(config) = ctx.config_spec() else {
-        return Ok(Action::requeue(Duration::from_secs(1)));
     };
+
     let run = run::build(run_name, &ctx.namespace, &ctx.cluster, request, &config);
     match ctx.runs_api().create(&PostParams::default(), &run).await {
-        Ok(_) => {
-            tracing::info!(run = %run_name, pipeline = %request.spec.request, "request admitted; run created")
-        }
+        Ok(_) => tracing::info!(
+            run = %run_name,
+            pipeline = %request.spec.pipeline_description(),
+            policies = %decided.record.policy_set,
+            "request admitted; run created"
+        ),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!(run = %run_name, "run already exists")
         }
@@ -121,7 +134,8 @@ async fn admit_and_start(
     }
 
     let run_ref = format!("{}/{run_name}", ctx.namespace);
-    write_status(ctx, request, status::running(request, &run_ref)).await?;
+    let patch = status::running(request, &run_ref, Some(&decided.record));
+    write_status(ctx, request, patch).await?;
     Ok(Action::await_change())
 }
 
@@ -138,15 +152,20 @@ async fn follow(
         RunState::Running => {
             let status = request.status_or_default();
             if status.pipeline_run.as_deref() != Some(run_ref.as_str()) {
-                write_status(ctx, request, status::running(request, &run_ref)).await?;
+                write_status(ctx, request, status::running(request, &run_ref, None)).await?;
             }
             Ok(Action::await_change())
         }
         RunState::Finished(outcome) => {
             tracing::info!(run = %run_ref, succeeded = outcome.succeeded, "run finished; relaying outcome");
             write_status(ctx, request, status::finished(request, &outcome)).await?;
-            clean_up(ctx, run).await?;
-            Ok(Action::await_change())
+            let reason = if outcome.succeeded {
+                reasons::SUCCEEDED
+            } else {
+                reasons::FAILED
+            };
+            ctx.count_request(reason, reason);
+            clean_up(ctx, request, run).await
         }
     }
 }
@@ -175,14 +194,58 @@ async fn confirm_lost(
         ctx.namespace
     );
     tracing::warn!(%message, "run lost");
+    ctx.count_request(reasons::FAILED, "RunLost");
     write_status(ctx, request, status::lost(request, message)).await?;
     Ok(Action::await_change())
 }
 
-/// Deletes a finished run unless the config keeps runs.
-async fn clean_up(ctx: &Context, run: &PipelineRun) -> Result<(), Error> {
-    if ctx.keep_runs() || relay::state(run) == RunState::Running {
-        return Ok(());
+/// Deletes a finished run now, or later, or never: `debug` keeps every
+/// run, otherwise the retention policies decide (default: now). A run kept
+/// for a while is revisited by a requeue when its time is up.
+async fn clean_up(
+    ctx: &Context,
+    request: &InternalRequest,
+    run: &PipelineRun,
+) -> Result<Action, Error> {
+    let RunState::Finished(outcome) = relay::state(run) else {
+        return Ok(Action::await_change());
+    };
+    if ctx.keep_runs() {
+        return Ok(Action::await_change());
+    }
+
+    let view = RunView {
+        name: run.name_any(),
+        outcome: if outcome.succeeded {
+            reasons::SUCCEEDED
+        } else {
+            reasons::FAILED
+        }
+        .to_owned(),
+        pipeline: request.spec.pipeline_description(),
+        namespace: request.namespace().unwrap_or_default(),
+        request: request.name_any(),
+    };
+    let (policies, config) = (
+        ctx.policies.current(),
+        ctx.config_spec().unwrap_or_default(),
+    );
+    let report =
+        tokio::task::spawn_blocking(move || policies.retain(&view, &config, Capture::default()))
+            .await?;
+    for (policy, failure) in &report.failures {
+        tracing::warn!(%policy, class = %failure.class, reason = %failure.message, "retention policy failed; its answer counts as delete()");
+        ctx.count_failure(failure.class);
+    }
+
+    let remaining = match report.retention {
+        Retention::Keep => return Ok(Action::await_change()),
+        Retention::Delete => Duration::ZERO,
+        Retention::KeepFor(keep) => remaining(finished_at(request, &outcome), keep),
+    };
+    if !remaining.is_zero() {
+        tracing::debug!(run = %run.name_any(), ?remaining, "keeping finished run");
+        return Ok(Action::requeue(remaining));
     }
 
     let name = run.name_any();
@@ -195,7 +258,30 @@ async fn clean_up(ctx: &Context, run: &PipelineRun) -> Result<(), Error> {
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(source) => return Err(Error::DeleteRun { name, source }),
     }
-    Ok(())
+    Ok(Action::await_change())
+}
+
+/// When the run finished: Tekton's completion time, else the request's.
+fn finished_at(request: &InternalRequest, outcome: &relay::Outcome) -> Option<jiff::Timestamp> {
+    let request_time = request
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone());
+    outcome
+        .completion_time
+        .clone()
+        .or(request_time)
+        .map(|t| t.0)
+}
+
+/// Time left of `keep` after `since`; zero when `since` is unknown or past.
+fn remaining(since: Option<jiff::Timestamp>, keep: Duration) -> Duration {
+    let Some(since) = since else {
+        return Duration::ZERO;
+    };
+    let elapsed = jiff::Timestamp::now().duration_since(since);
+    let left = jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX) - elapsed;
+    Duration::try_from(left).unwrap_or(Duration::ZERO)
 }
 
 async fn write_status(ctx: &Context, request: &InternalRequest, patch: Value) -> Result<(), Error> {

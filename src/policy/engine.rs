@@ -2,21 +2,30 @@
 //!
 //! Built from a raw engine with only the pure packages a policy needs: no
 //! module import, no `eval`, no `sleep`, no output to stdout. Limits bound
-//! every evaluation, and strict variables and map properties make a typo an
-//! error (and so a denial) instead of a silently different decision.
+//! every call, a progress hook enforces a wall-clock deadline, and strict
+//! variables and map properties turn a typo into an error (and so a denial)
+//! instead of a silently different decision.
 
 use rhai::packages::{
     ArithmeticPackage, BasicArrayPackage, BasicIteratorPackage, BasicMapPackage,
     BasicStringPackage, LogicPackage, MoreStringPackage, Package,
 };
-use rhai::{Engine, EvalAltResult};
+use rhai::{Engine, NativeCallContext};
 
-use super::{Verdict, helpers};
+use super::eval;
+use super::helpers;
+use super::verdict::{Retention, Verdict};
 
 /// Most operations one call may take before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
+/// Deepest nesting of script function calls.
+pub const MAX_CALL_LEVELS: usize = 32;
+/// Largest string a script may build, in bytes.
+pub const MAX_STRING_SIZE: usize = 64 * 1024;
+/// Most elements of an array or map a script may build.
+pub const MAX_COLLECTION_SIZE: usize = 10_000;
 
-/// Builds the engine: pure packages, policy helpers, limits, strictness.
+/// Builds the engine: pure packages, policy functions, limits, strictness.
 pub fn sandboxed() -> Engine {
     let mut engine = Engine::new_raw();
 
@@ -33,34 +42,50 @@ pub fn sandboxed() -> Engine {
     engine.set_fail_on_invalid_map_property(true);
 
     engine.set_max_operations(MAX_OPERATIONS);
-    engine.set_max_call_levels(32);
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
     engine.set_max_expr_depths(64, 32);
-    engine.set_max_string_size(64 * 1024);
-    engine.set_max_array_size(10_000);
-    engine.set_max_map_size(10_000);
+    engine.set_max_string_size(MAX_STRING_SIZE);
+    engine.set_max_array_size(MAX_COLLECTION_SIZE);
+    engine.set_max_map_size(MAX_COLLECTION_SIZE);
     engine.set_max_modules(0);
+    engine.set_max_variables(256);
+    engine.set_max_functions(256);
 
-    engine.on_print(|text| tracing::info!(target: "policy", "{text}"));
-    engine.on_debug(|text, source, pos| {
-        tracing::debug!(target: "policy", source = source.unwrap_or(""), %pos, "{text}");
-    });
+    engine.on_progress(eval::past_deadline);
+    engine.on_print(eval::output);
+    engine.on_debug(|text, _source, pos| eval::output(&format!("debug {pos}: {text}")));
 
-    engine.register_type_with_name::<Verdict>("Verdict");
-    engine.register_fn("allow", || Verdict::Allow);
-    engine.register_fn("deny", |reason: &str| Verdict::Deny(reason.to_owned()));
+    register_verdicts(&mut engine);
     helpers::register(&mut engine);
-
     engine
 }
 
-/// A one-line, classed description of why an evaluation failed.
-pub fn describe_failure(err: &EvalAltResult) -> String {
-    let class = match err {
-        EvalAltResult::ErrorTooManyOperations(..) => "operation limit",
-        EvalAltResult::ErrorDataTooLarge(..) => "size limit",
-        EvalAltResult::ErrorStackOverflow(..) => "call depth limit",
-        EvalAltResult::ErrorRuntime(..) => "thrown by script",
-        _ => "runtime error",
-    };
-    format!("{class}: {err}")
+/// `allow`, `deny`, `warn` for admission; `keep`, `keep_for`, `delete` for
+/// retention. Each records where it was called, for rule coverage.
+fn register_verdicts(engine: &mut Engine) {
+    engine.register_type_with_name::<Verdict>("Verdict");
+    engine.register_type_with_name::<Retention>("Retention");
+
+    engine.register_fn("allow", |ctx: NativeCallContext| {
+        eval::reached(ctx.call_position().line());
+        Verdict::Allow
+    });
+    engine.register_fn("deny", |ctx: NativeCallContext, reason: &str| {
+        eval::reached(ctx.call_position().line());
+        Verdict::Deny(reason.to_owned())
+    });
+    engine.register_fn("warn", |message: &str| eval::warn(message.to_owned()));
+
+    engine.register_fn("keep", |ctx: NativeCallContext| {
+        eval::reached(ctx.call_position().line());
+        Retention::Keep
+    });
+    engine.register_fn("delete", |ctx: NativeCallContext| {
+        eval::reached(ctx.call_position().line());
+        Retention::Delete
+    });
+    engine.register_fn("keep_for", |ctx: NativeCallContext, duration: &str| {
+        eval::reached(ctx.call_position().line());
+        helpers::parse_duration(duration).map(Retention::KeepFor)
+    });
 }

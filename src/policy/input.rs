@@ -1,8 +1,10 @@
-//! What a policy sees: the request and the config as plain script maps.
+//! What a policy sees: the request, the config and finished runs as plain
+//! script maps.
 //!
-//! The shape is the script contract, so it is built explicitly here rather
-//! than mirrored from the API types: renaming a Rust field must not silently
-//! rename a script variable.
+//! The shape is the script contract (see `policies/README.md`), so it is
+//! built explicitly here rather than mirrored from the API types: renaming a
+//! Rust field must not silently rename a script variable. Every field is
+//! always present, so strict property access never trips on a missing one.
 
 use std::collections::BTreeMap;
 
@@ -11,55 +13,61 @@ use serde::Serialize;
 
 use crate::api::{InternalRequest, InternalServicesConfigSpec};
 
-/// The request and config in the form scripts read them.
-#[derive(Debug, Serialize)]
-pub struct AdmissionInput {
-    request: RequestView,
-    config: ConfigView,
+/// The request as scripts read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestView {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.request`; empty for the resolver form.
+    pub pipeline: String,
+    pub resolver: ResolverView,
+    pub params: BTreeMap<String, String>,
+    pub service_account: String,
+    pub timeouts: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
-struct RequestView {
-    name: String,
-    namespace: String,
-    uid: String,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    pipeline: String,
-    params: BTreeMap<String, String>,
-    service_account: String,
-    timeouts: BTreeMap<String, String>,
+/// `spec.pipeline.pipelineRef`; `kind` is empty when not in resolver form.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ResolverView {
+    pub kind: String,
+    pub params: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ConfigView {
-    allow_list: Vec<String>,
-    debug: bool,
-    volume_claim: BTreeMap<String, String>,
+/// The config as scripts read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigView {
+    pub allow_list: Vec<String>,
+    pub debug: bool,
+    pub volume_claim: BTreeMap<String, String>,
+    pub allowed_git_resolver_urls: Vec<String>,
 }
 
-impl AdmissionInput {
-    pub fn new(request: &InternalRequest, config: &InternalServicesConfigSpec) -> Self {
-        Self {
-            request: RequestView::from(request),
-            config: ConfigView::from(config),
-        }
-    }
+/// A finished run as retention scripts read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunView {
+    pub name: String,
+    /// `Succeeded` or `Failed`.
+    pub outcome: String,
+    pub pipeline: String,
+    /// Namespace and name of the remote request it served.
+    pub namespace: String,
+    pub request: String,
+}
 
-    pub fn request_value(&self) -> Dynamic {
-        rhai::serde::to_dynamic(&self.request).unwrap_or_default()
-    }
-
-    pub fn config_value(&self) -> Dynamic {
-        rhai::serde::to_dynamic(&self.config).unwrap_or_default()
-    }
+/// Converts a view to a script value.
+pub fn to_script<T: Serialize>(view: &T) -> Dynamic {
+    rhai::serde::to_dynamic(view).unwrap_or_default()
 }
 
 impl From<&InternalRequest> for RequestView {
     fn from(request: &InternalRequest) -> Self {
         let meta = &request.metadata;
+        let spec = &request.spec;
         let mut timeouts = BTreeMap::new();
-        if let Some(t) = &request.spec.timeouts {
+        if let Some(t) = &spec.timeouts {
             let pairs = [
                 ("pipeline", &t.pipeline),
                 ("tasks", &t.tasks),
@@ -71,6 +79,17 @@ impl From<&InternalRequest> for RequestView {
                 }
             }
         }
+        let resolver = spec
+            .resolver()
+            .map(|r| ResolverView {
+                kind: r.resolver.clone(),
+                params: r
+                    .params
+                    .iter()
+                    .map(|p| (p.name.clone(), p.value.clone()))
+                    .collect(),
+            })
+            .unwrap_or_default();
 
         Self {
             name: meta.name.clone().unwrap_or_default(),
@@ -78,9 +97,10 @@ impl From<&InternalRequest> for RequestView {
             uid: meta.uid.clone().unwrap_or_default(),
             labels: meta.labels.clone().unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
-            pipeline: request.spec.request.clone(),
-            params: request.spec.params.clone(),
-            service_account: request.spec.service_account.clone().unwrap_or_default(),
+            pipeline: spec.request.clone(),
+            resolver,
+            params: spec.params.clone(),
+            service_account: spec.service_account.clone().unwrap_or_default(),
             timeouts,
         }
     }
@@ -96,6 +116,7 @@ impl From<&InternalServicesConfigSpec> for ConfigView {
             allow_list: config.allow_list.clone(),
             debug: config.debug,
             volume_claim,
+            allowed_git_resolver_urls: config.allowed_git_resolver_urls.clone(),
         }
     }
 }

@@ -55,6 +55,7 @@ impl ControllerProcess {
             .arg(options.namespace)
             .arg("--policies")
             .arg(&options.policies)
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(&options.extra_args)
             .env("KUBECONFIG", &plane.internal.kubeconfig)
             .env(

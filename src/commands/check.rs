@@ -1,0 +1,27 @@
+//! `policy check`: compile and lint, print `file:line:column` findings.
+
+use std::io::Write;
+
+use crate::cli::CheckArgs;
+use crate::policy::{Severity, lint};
+
+/// Prints findings; returns whether no file has an error.
+pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+    let files = super::read_policy_files(&args.files)?;
+    let findings = lint(&files);
+    for finding in &findings {
+        writeln!(out, "{finding}")?;
+    }
+
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    writeln!(
+        out,
+        "{} files checked: {errors} errors, {warnings} warnings",
+        files.len()
+    )?;
+    Ok(errors == 0)
+}
