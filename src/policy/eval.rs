@@ -10,7 +10,9 @@ use std::cell::RefCell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult, FuncArgs, Scope};
+use std::sync::Arc;
+
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Scope};
 
 /// Longest wall-clock time one script function may run.
 pub const DEADLINE: Duration = Duration::from_millis(100);
@@ -90,7 +92,7 @@ pub struct Trail {
 }
 
 struct Frame {
-    file: String,
+    file: Arc<str>,
     deadline: Instant,
     capture: Capture,
     trail: Trail,
@@ -105,21 +107,24 @@ thread_local! {
 pub fn call(
     engine: &Engine,
     ast: &AST,
-    file: &str,
+    file: &Arc<str>,
     function: &str,
     args: impl FuncArgs,
     capture: Capture,
     trail: &mut Trail,
 ) -> Result<Dynamic, Failure> {
     let frame = Frame {
-        file: file.to_owned(),
+        file: file.clone(),
         deadline: Instant::now() + DEADLINE,
         capture,
         trail: std::mem::take(trail),
     };
     FRAME.with(|f| *f.borrow_mut() = Some(frame));
 
-    let result = engine.call_fn::<Dynamic>(&mut Scope::new(), ast, function, args);
+    // Policy ASTs hold functions only, so there is no top level to evaluate.
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
+    let result =
+        engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, function, args);
 
     let frame = FRAME.with(|f| f.borrow_mut().take());
     if let Some(frame) = frame {
@@ -155,14 +160,15 @@ pub fn output(line: &str) {
         }
         frame.file.clone()
     });
-    tracing::info!(target: "policy", policy = file.as_deref().unwrap_or(""), "{line}");
+    let file = file.as_deref().unwrap_or("");
+    tracing::info!(target: "policy", policy = file, "{line}");
 }
 
 /// Records that a verdict call at `line` was reached, when coverage is on.
 pub fn reached(line: Option<usize>) {
     with_frame(|frame| {
         if let (true, Some(line)) = (frame.capture.coverage, line) {
-            frame.trail.reached.push((frame.file.clone(), line));
+            frame.trail.reached.push((frame.file.to_string(), line));
         }
     });
 }

@@ -1,13 +1,15 @@
 //! Functions policies call, written once in Rust.
 //!
 //! Patterns (regular expressions and globs) are compiled on first use and
-//! cached; regular expressions have a compiled-size limit so a pattern
-//! cannot exhaust memory. Every helper that can fail raises a script error,
+//! cached per thread, so a match needs no lock and no copy of the compiled
+//! pattern (copying a regex also copies its matching-cache pool, which costs
+//! more than most matches). Regular expressions have a compiled-size limit
+//! so a pattern cannot exhaust memory. Every helper that can fail raises a script error,
 //! which the policy set turns into a denial.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
@@ -23,8 +25,10 @@ const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 
-static REGEXES: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Default::default);
-static GLOBS: LazyLock<Mutex<HashMap<String, GlobMatcher>>> = LazyLock::new(Default::default);
+thread_local! {
+    static REGEXES: RefCell<HashMap<String, Regex>> = RefCell::default();
+    static GLOBS: RefCell<HashMap<String, GlobMatcher>> = RefCell::default();
+}
 
 /// Adds the helpers to the engine.
 pub fn register(engine: &mut Engine) {
@@ -42,21 +46,19 @@ pub fn register(engine: &mut Engine) {
 
 /// `matches(text, pattern)`: whether the regular expression finds a match.
 pub fn matches(text: &str, pattern: &str) -> ScriptResult<bool> {
-    let regex = cached(&REGEXES, pattern, |p| {
-        RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build()
-    })
-    .map_err(|err| format!("invalid pattern {pattern:?}: {err}"))?;
-    Ok(regex.is_match(text))
+    let build = |p: &str| RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build();
+    REGEXES
+        .with(|cache| with_cached(cache, pattern, build, |regex| regex.is_match(text)))
+        .map_err(|err| format!("invalid pattern {pattern:?}: {err}").into())
 }
 
 /// `glob_match(text, pattern)`: shell-style glob (`*`, `?`, `[a-z]`, `{a,b}`)
 /// over the whole text.
 pub fn glob_match(text: &str, pattern: &str) -> ScriptResult<bool> {
-    let glob = cached(&GLOBS, pattern, |p| {
-        Glob::new(p).map(|g| g.compile_matcher())
-    })
-    .map_err(|err| format!("invalid glob {pattern:?}: {err}"))?;
-    Ok(glob.is_match(text))
+    let build = |p: &str| Glob::new(p).map(|g| g.compile_matcher());
+    GLOBS
+        .with(|cache| with_cached(cache, pattern, build, |glob| glob.is_match(text)))
+        .map_err(|err| format!("invalid glob {pattern:?}: {err}").into())
 }
 
 /// `is_digest(text)`: `sha256:` and 64, or `sha512:` and 128, lowercase hex.
@@ -100,23 +102,25 @@ pub fn parse_duration(text: &str) -> ScriptResult<Duration> {
     Ok(duration.unsigned_abs())
 }
 
-fn cached<V: Clone, E>(
-    cache: &Mutex<HashMap<String, V>>,
+/// Runs `use_it` on the compiled `key`, compiling and caching it first if
+/// needed; a full cache is cleared.
+fn with_cached<V, E, T>(
+    cache: &RefCell<HashMap<String, V>>,
     key: &str,
     build: impl FnOnce(&str) -> Result<V, E>,
-) -> Result<V, E> {
-    let mut cache = cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(value) = cache.get(key) {
-        return Ok(value.clone());
+    use_it: impl FnOnce(&V) -> T,
+) -> Result<T, E> {
+    if let Some(value) = cache.borrow().get(key) {
+        return Ok(use_it(value));
     }
     let value = build(key)?;
+    let result = use_it(&value);
+    let mut cache = cache.borrow_mut();
     if cache.len() >= CACHE_LIMIT {
         cache.clear();
     }
-    cache.insert(key.to_owned(), value.clone());
-    Ok(value)
+    cache.insert(key.to_owned(), value);
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -1,52 +1,43 @@
-//! What a policy sees: the request, the config and finished runs as plain
-//! script maps.
+//! What a policy sees: the request, the config and finished runs.
 //!
 //! The shape is the script contract (see `policies/README.md`), so it is
 //! built explicitly here rather than mirrored from the API types: renaming a
-//! Rust field must not silently rename a script variable. Every field is
-//! always present, so strict property access never trips on a missing one.
+//! Rust field must not silently rename a script variable.
+//!
+//! The request is a read-only script type with one getter per field: built
+//! once per decision, shared by reference with every policy, and only the
+//! fields a script reads are touched. It has no setters, so no script can
+//! change what the next one sees, and a misspelt field is an error (so a
+//! denial), never a silent `()`. The config, which changes rarely, is a
+//! read-only map converted once per distinct config.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use rhai::Dynamic;
-use serde::Serialize;
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
 
 use crate::api::{InternalRequest, InternalServicesConfigSpec};
 
-/// The request as scripts read it.
-#[derive(Clone, Debug, Serialize)]
-pub struct RequestView {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// `spec.request`; empty for the resolver form.
-    pub pipeline: String,
-    pub resolver: ResolverView,
-    pub params: BTreeMap<String, String>,
-    pub service_account: String,
-    pub timeouts: BTreeMap<String, String>,
-}
+/// The request as scripts read it (`Request` in scripts).
+#[derive(Clone, Debug)]
+pub struct ScriptRequest(Arc<RequestFields>);
 
-/// `spec.pipeline.pipelineRef`; `kind` is empty when not in resolver form.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ResolverView {
-    pub kind: String,
-    pub params: BTreeMap<String, String>,
-}
-
-/// The config as scripts read it.
-#[derive(Clone, Debug, Serialize)]
-pub struct ConfigView {
-    pub allow_list: Vec<String>,
-    pub debug: bool,
-    pub volume_claim: BTreeMap<String, String>,
-    pub allowed_git_resolver_urls: Vec<String>,
+#[derive(Debug)]
+struct RequestFields {
+    name: ImmutableString,
+    namespace: ImmutableString,
+    uid: ImmutableString,
+    labels: Dynamic,
+    annotations: Dynamic,
+    pipeline: ImmutableString,
+    resolver: Dynamic,
+    params: Dynamic,
+    service_account: ImmutableString,
+    timeouts: Dynamic,
 }
 
 /// A finished run as retention scripts read it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct RunView {
     pub name: String,
     /// `Succeeded` or `Failed`.
@@ -57,66 +48,144 @@ pub struct RunView {
     pub request: String,
 }
 
-/// Converts a view to a script value.
-pub fn to_script<T: Serialize>(view: &T) -> Dynamic {
-    rhai::serde::to_dynamic(view).unwrap_or_default()
-}
+/// The config as scripts read it.
+#[derive(Clone, Debug)]
+pub struct ConfigView<'a>(pub &'a InternalServicesConfigSpec);
 
-impl From<&InternalRequest> for RequestView {
-    fn from(request: &InternalRequest) -> Self {
+impl ScriptRequest {
+    pub fn new(request: &InternalRequest) -> Self {
         let meta = &request.metadata;
         let spec = &request.spec;
+        let text =
+            |value: &Option<String>| ImmutableString::from(value.as_deref().unwrap_or_default());
+
         let mut timeouts = BTreeMap::new();
         if let Some(t) = &spec.timeouts {
-            let pairs = [
+            for (key, value) in [
                 ("pipeline", &t.pipeline),
                 ("tasks", &t.tasks),
                 ("finally", &t.finally),
-            ];
-            for (key, value) in pairs {
+            ] {
                 if let Some(value) = value {
                     timeouts.insert(key.to_owned(), value.clone());
                 }
             }
         }
-        let resolver = spec
-            .resolver()
-            .map(|r| ResolverView {
-                kind: r.resolver.clone(),
-                params: r
-                    .params
+        let (kind, resolver_params) = match spec.resolver() {
+            Some(r) => (
+                r.resolver.as_str(),
+                r.params
                     .iter()
                     .map(|p| (p.name.clone(), p.value.clone()))
                     .collect(),
-            })
-            .unwrap_or_default();
+            ),
+            None => ("", BTreeMap::new()),
+        };
 
-        Self {
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            annotations: meta.annotations.clone().unwrap_or_default(),
-            pipeline: spec.request.clone(),
-            resolver,
-            params: spec.params.clone(),
-            service_account: spec.service_account.clone().unwrap_or_default(),
-            timeouts,
-        }
+        Self(Arc::new(RequestFields {
+            name: text(&meta.name),
+            namespace: text(&meta.namespace),
+            uid: text(&meta.uid),
+            labels: optional_map(meta.labels.as_ref()),
+            annotations: optional_map(meta.annotations.as_ref()),
+            pipeline: spec.request.as_str().into(),
+            resolver: read_only(object([
+                ("kind", kind.into()),
+                ("params", string_map(&resolver_params)),
+            ])),
+            params: read_only(string_map(&spec.params)),
+            service_account: text(&spec.service_account),
+            timeouts: read_only(string_map(&timeouts)),
+        }))
     }
 }
 
-impl From<&InternalServicesConfigSpec> for ConfigView {
-    fn from(config: &InternalServicesConfigSpec) -> Self {
+/// Registers the `Request` type and its read-only fields.
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<ScriptRequest>("Request");
+    engine.register_get("name", |r: &mut ScriptRequest| r.0.name.clone());
+    engine.register_get("namespace", |r: &mut ScriptRequest| r.0.namespace.clone());
+    engine.register_get("uid", |r: &mut ScriptRequest| r.0.uid.clone());
+    engine.register_get("labels", |r: &mut ScriptRequest| r.0.labels.clone());
+    engine.register_get("annotations", |r: &mut ScriptRequest| {
+        r.0.annotations.clone()
+    });
+    engine.register_get("pipeline", |r: &mut ScriptRequest| r.0.pipeline.clone());
+    engine.register_get("resolver", |r: &mut ScriptRequest| r.0.resolver.clone());
+    engine.register_get("params", |r: &mut ScriptRequest| r.0.params.clone());
+    engine.register_get("service_account", |r: &mut ScriptRequest| {
+        r.0.service_account.clone()
+    });
+    engine.register_get("timeouts", |r: &mut ScriptRequest| r.0.timeouts.clone());
+    engine.register_fn("to_string", |r: &mut ScriptRequest| {
+        format!("{}/{}", r.0.namespace, r.0.name)
+    });
+    engine.register_fn("to_debug", |r: &mut ScriptRequest| {
+        format!("Request({}/{})", r.0.namespace, r.0.name)
+    });
+}
+
+impl ConfigView<'_> {
+    pub fn to_script(&self) -> Dynamic {
+        let config = self.0;
         let volume_claim = BTreeMap::from([
             ("name".to_owned(), config.volume_claim.name.clone()),
             ("size".to_owned(), config.volume_claim.size.clone()),
         ]);
-        Self {
-            allow_list: config.allow_list.clone(),
-            debug: config.debug,
-            volume_claim,
-            allowed_git_resolver_urls: config.allowed_git_resolver_urls.clone(),
-        }
+        read_only(object([
+            ("allow_list", string_array(&config.allow_list)),
+            ("debug", config.debug.into()),
+            ("volume_claim", string_map(&volume_claim)),
+            (
+                "allowed_git_resolver_urls",
+                string_array(&config.allowed_git_resolver_urls),
+            ),
+        ]))
     }
+}
+
+impl RunView {
+    pub fn to_script(&self) -> Dynamic {
+        read_only(object([
+            ("name", self.name.as_str().into()),
+            ("outcome", self.outcome.as_str().into()),
+            ("pipeline", self.pipeline.as_str().into()),
+            ("namespace", self.namespace.as_str().into()),
+            ("request", self.request.as_str().into()),
+        ]))
+    }
+}
+
+/// A read-only value shared by reference: each call gets it without a deep
+/// copy, and a script that tries to change it fails.
+pub fn read_only(value: Dynamic) -> Dynamic {
+    value.into_read_only().into_shared()
+}
+
+fn optional_map(map: Option<&BTreeMap<String, String>>) -> Dynamic {
+    match map {
+        Some(map) if !map.is_empty() => read_only(string_map(map)),
+        _ => read_only(Map::new().into()),
+    }
+}
+
+fn string_map(map: &BTreeMap<String, String>) -> Dynamic {
+    let mut out = Map::new();
+    for (key, value) in map {
+        out.insert(key.as_str().into(), value.as_str().into());
+    }
+    out.into()
+}
+
+fn string_array(items: &[String]) -> Dynamic {
+    let array: Array = items.iter().map(|s| s.as_str().into()).collect();
+    array.into()
+}
+
+fn object<const N: usize>(fields: [(&str, Dynamic); N]) -> Dynamic {
+    let mut map = Map::new();
+    for (key, value) in fields {
+        map.insert(key.into(), value);
+    }
+    map.into()
 }

@@ -139,3 +139,6 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
 pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadError> {
     PolicySet::strict(read_dir(dir)?).map_err(LoadError::Compile)
 }
+
+#[cfg(test)]
+mod sandbox_tests;

@@ -6,13 +6,13 @@
 //! good version from the previous set, or, if it never compiled, denies every
 //! request. The set's content hash covers exactly the texts in effect.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use rhai::{AST, Dynamic, Engine};
 use sha2::{Digest, Sha256};
 
 use super::eval::{self, Capture, Failure, FailureClass, Trail};
-use super::input::{ConfigView, RequestView, RunView, to_script};
+use super::input::{ConfigView, RunView, ScriptRequest};
 use super::verdict::{Decision, Retention, Verdict};
 use super::{CompileError, SourceFile, engine};
 use crate::api::{InternalRequest, InternalServicesConfigSpec};
@@ -43,7 +43,7 @@ pub(super) fn shared_engine() -> &'static Engine {
 
 #[derive(Clone)]
 struct Policy {
-    file: String,
+    file: Arc<str>,
     audit: bool,
     text: Arc<str>,
     body: Body,
@@ -65,6 +65,9 @@ enum Body {
 pub struct PolicySet {
     policies: Arc<Vec<Policy>>,
     hash: Arc<str>,
+    /// The last config converted to a script value; configs change rarely,
+    /// so most decisions reuse it.
+    config_cache: Arc<Mutex<Option<(InternalServicesConfigSpec, Dynamic)>>>,
 }
 
 /// The result of building a set.
@@ -119,7 +122,7 @@ impl PolicySet {
 
         let mut policies = Vec::with_capacity(files.len());
         for file in files {
-            let old = previous.and_then(|p| p.policies.iter().find(|old| old.file == file.name));
+            let old = previous.and_then(|p| p.policies.iter().find(|old| *old.file == *file.name));
             if let Some(old) =
                 old.filter(|o| *o.text == *file.text && matches!(o.body, Body::Ready { .. }))
             {
@@ -145,6 +148,7 @@ impl PolicySet {
         let set = PolicySet {
             policies: Arc::new(policies),
             hash: hash.into(),
+            config_cache: Arc::default(),
         };
         Build { set, errors, kept }
     }
@@ -165,15 +169,12 @@ impl PolicySet {
 
     /// File names, in evaluation order.
     pub fn files(&self) -> Vec<&str> {
-        self.policies.iter().map(|p| p.file.as_str()).collect()
+        self.policies.iter().map(|p| &*p.file).collect()
     }
 
     /// The texts in effect, by file name (for coverage reports).
     pub fn texts(&self) -> Vec<(&str, &str)> {
-        self.policies
-            .iter()
-            .map(|p| (p.file.as_str(), &*p.text))
-            .collect()
+        self.policies.iter().map(|p| (&*p.file, &*p.text)).collect()
     }
 
     /// Runs every admission policy in file order. The first denial of an
@@ -190,8 +191,8 @@ impl PolicySet {
         capture: Capture,
     ) -> AdmissionReport {
         let args = (
-            to_script(&RequestView::from(request)),
-            to_script(&ConfigView::from(config)),
+            Dynamic::from(ScriptRequest::new(request)),
+            self.config_value(config),
         );
         let resolver_form = request.spec.resolver().is_some();
         let mut report = AdmissionReport {
@@ -260,9 +261,9 @@ impl PolicySet {
                 ));
                 continue;
             }
-            report.decided_by = policy.file.clone();
+            report.decided_by = policy.file.to_string();
             report.decision = Decision::Deny {
-                policy: policy.file.clone(),
+                policy: policy.file.to_string(),
                 reason: denial.0,
                 failure: denial.1,
             };
@@ -290,7 +291,7 @@ impl PolicySet {
         config: &InternalServicesConfigSpec,
         capture: Capture,
     ) -> RetentionReport {
-        let args = (to_script(run), to_script(&ConfigView::from(config)));
+        let args = (run.to_script(), self.config_value(config));
         let mut report = RetentionReport {
             retention: Retention::Delete,
             trail: Trail::default(),
@@ -313,19 +314,36 @@ impl PolicySet {
                 capture,
                 &mut report.trail,
             );
-            let retention = result.and_then(|value| {
-                let type_name = value.type_name();
-                value.try_cast::<Retention>().ok_or_else(|| Failure {
+            let retention = result.and_then(|value| match value.is::<Retention>() {
+                true => Ok(value.cast::<Retention>()),
+                false => Err(Failure {
                     class: FailureClass::InvalidReturnType,
-                    message: format!("retain returned {type_name}; expected keep(), keep_for(duration) or delete()"),
-                })
+                    message: format!(
+                        "retain returned {}; expected keep(), keep_for(duration) or delete()",
+                        value.type_name()
+                    ),
+                }),
             });
             match retention {
                 Ok(retention) => report.retention = report.retention.max(retention),
-                Err(failure) => report.failures.push((policy.file.clone(), failure)),
+                Err(failure) => report.failures.push((policy.file.to_string(), failure)),
             }
         }
         report
+    }
+
+    /// The config as a shared, read-only script value, converted once per
+    /// distinct config.
+    fn config_value(&self, config: &InternalServicesConfigSpec) -> Dynamic {
+        let mut cache = self.config_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, value)) = cache.as_ref()
+            && cached == config
+        {
+            return value.clone();
+        }
+        let value = ConfigView(config).to_script();
+        *cache = Some((config.clone(), value.clone()));
+        value
     }
 
     fn verdict(
@@ -346,11 +364,16 @@ impl PolicySet {
             capture,
             &mut report.trail,
         )?;
-        let type_name = value.type_name();
-        value.try_cast::<Verdict>().ok_or_else(|| Failure {
-            class: FailureClass::InvalidReturnType,
-            message: format!("{function} returned {type_name}; expected allow() or deny(reason)"),
-        })
+        if !value.is::<Verdict>() {
+            return Err(Failure {
+                class: FailureClass::InvalidReturnType,
+                message: format!(
+                    "{function} returned {}; expected allow() or deny(reason)",
+                    value.type_name()
+                ),
+            });
+        }
+        Ok(value.cast::<Verdict>())
     }
 }
 
@@ -371,7 +394,7 @@ fn compile(file: &SourceFile) -> Result<Policy, CompileError> {
         ast: Arc::new(ast.clone_functions_only()),
     };
     Ok(Policy {
-        file: file.name.clone(),
+        file: file.name.as_str().into(),
         audit: file.name.ends_with(AUDIT_SUFFIX),
         text: file.text.clone(),
         body,
@@ -380,7 +403,7 @@ fn compile(file: &SourceFile) -> Result<Policy, CompileError> {
 
 fn broken(file: &SourceFile, error: CompileError) -> Policy {
     Policy {
-        file: file.name.clone(),
+        file: file.name.as_str().into(),
         audit: file.name.ends_with(AUDIT_SUFFIX),
         text: file.text.clone(),
         body: Body::Broken(error),
