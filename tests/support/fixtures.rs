@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 
 use internal_services::api::tekton::PipelineSpec;
@@ -187,4 +188,41 @@ async fn create_namespace(client: &Client, name: &str) {
     api.create(&PostParams::default(), &namespace)
         .await
         .expect("create namespace");
+}
+
+impl Case {
+    /// Creates or replaces the ConfigMap `name` in the controller's namespace
+    /// with exactly these policy files.
+    pub async fn apply_policies(&self, name: &str, files: &[(&str, &str)]) {
+        let data: BTreeMap<String, String> = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let configmap = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
+        let api: Api<ConfigMap> = Api::namespaced(self.internal.clone(), &self.namespace);
+        let params = PatchParams::apply("internal-services-tests").force();
+        api.patch(name, &params, &Patch::Apply(&configmap))
+            .await
+            .expect("apply policy ConfigMap");
+    }
+
+    /// Warning Events about the object named `name` in the controller's namespace.
+    pub async fn warnings_about(&self, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.internal.clone(), &self.namespace);
+        let events = api.list(&ListParams::default()).await.expect("list events");
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .collect()
+    }
 }

@@ -1,0 +1,289 @@
+//! Policies from a ConfigMap on the real control plane: edits take effect
+//! without a restart, a broken edit keeps the previous version and is
+//! reported, removing a file removes its rule, and hostile scripts are
+//! bounded and fail closed while the controller keeps serving.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use internal_services::api::InternalRequest;
+use support::controller::{ControllerOptions, ControllerProcess};
+use support::fixtures::{Case, message_of, reason_of};
+use support::{ControlPlane, control_plane::repo_root};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
+const PIPELINE: &str = "internal-system-abc-pipeline";
+const CONFIGMAP: &str = "policies";
+
+const NO_GOLD: &str = r#"
+fn admit(request, config) {
+    if "tier" in request.params && request.params["tier"] == "gold" {
+        return deny("gold tier is closed");
+    }
+    allow()
+}
+"#;
+
+fn allow_list() -> String {
+    std::fs::read_to_string(repo_root().join("policies/10-allow-list.rhai")).unwrap()
+}
+
+/// A case whose controller reads policies from the `policies` ConfigMap,
+/// created with `files` before the controller starts.
+async fn world(name: &str, files: &[(&str, &str)]) -> (Case, String, ControllerProcess) {
+    let plane = ControlPlane::shared();
+    let case = Case::new(plane, name).await;
+    let team = case.remote_namespace("team").await;
+    case.create_config(&[&team], false).await;
+    case.create_pipeline(PIPELINE).await;
+    case.apply_policies(CONFIGMAP, files).await;
+
+    let mut options = ControllerOptions::new(Path::new(BINARY), &case.namespace);
+    options.request_selector = Some(case.selector());
+    options.extra_args = vec!["--policy-configmap".into(), CONFIGMAP.into()];
+    let controller = ControllerProcess::start(plane, options);
+    (case, team, controller)
+}
+
+/// Creates a request with `tier` and waits until it is Running or Rejected.
+async fn decide(case: &Case, team: &str, name: &str, tier: &str) -> InternalRequest {
+    case.create_request(team, name, PIPELINE, &[("tier", tier)])
+        .await;
+    let api = case.requests(team);
+    let decided = |r: Option<&InternalRequest>| {
+        matches!(reason_of(r).as_deref(), Some("Running" | "Rejected"))
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(api, name, decided),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} was not decided within 30s"))
+    .unwrap()
+    .unwrap()
+}
+
+/// Submits gold requests until one gets `reason`; returns it and the time
+/// from `since`.
+async fn until_gold_is(
+    case: &Case,
+    team: &str,
+    prefix: &str,
+    reason: &str,
+    since: Instant,
+) -> (InternalRequest, Duration) {
+    until_gold(case, team, prefix, since, |r| {
+        reason_of(Some(r)).as_deref() == Some(reason)
+    })
+    .await
+}
+
+/// Submits gold requests until one satisfies `wanted` (the reload may take a
+/// moment); returns it and the time from `since`.
+async fn until_gold(
+    case: &Case,
+    team: &str,
+    prefix: &str,
+    since: Instant,
+    wanted: impl Fn(&InternalRequest) -> bool,
+) -> (InternalRequest, Duration) {
+    for attempt in 0..100 {
+        let request = decide(case, team, &format!("{prefix}-{attempt}"), "gold").await;
+        if wanted(&request) {
+            return (request, since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gold requests never reached the expected decision");
+}
+
+fn admission_of(request: &InternalRequest) -> (String, String) {
+    let record = request
+        .status
+        .as_ref()
+        .and_then(|s| s.admission.clone())
+        .expect("status.admission");
+    (record.policy_set, record.decided_by)
+}
+
+#[tokio::test]
+async fn configmap_edits_change_decisions_without_restart() {
+    let allow_list = allow_list();
+    let (case, team, _controller) = world("reload", &[("10-allow-list.rhai", &allow_list)]).await;
+
+    let before = decide(&case, &team, "before", "gold").await;
+    assert_eq!(reason_of(Some(&before)).as_deref(), Some("Running"));
+    let (hash_before, decided_before) = admission_of(&before);
+    assert_eq!(decided_before, "all policies");
+
+    let edited = Instant::now();
+    case.apply_policies(
+        CONFIGMAP,
+        &[
+            ("10-allow-list.rhai", &allow_list),
+            ("30-no-gold.rhai", NO_GOLD),
+        ],
+    )
+    .await;
+    let (rejected, latency) = until_gold_is(&case, &team, "after", "Rejected", edited).await;
+    eprintln!(
+        "reload latency (ConfigMap update to first new decision, request round trip included): {} ms",
+        latency.as_millis()
+    );
+
+    assert!(
+        message_of(&rejected).contains("denied by policy 30-no-gold.rhai: gold tier is closed")
+    );
+    let (hash_after, decided_after) = admission_of(&rejected);
+    assert_eq!(decided_after, "30-no-gold.rhai");
+    assert_ne!(
+        hash_after, hash_before,
+        "the policy set hash must change with its content"
+    );
+
+    let silver = decide(&case, &team, "silver", "silver").await;
+    assert_eq!(reason_of(Some(&silver)).as_deref(), Some("Running"));
+}
+
+#[tokio::test]
+async fn broken_edit_keeps_the_previous_version_and_removing_a_file_removes_its_rule() {
+    let allow_list = allow_list();
+    let files = [
+        ("10-allow-list.rhai", allow_list.as_str()),
+        ("30-no-gold.rhai", NO_GOLD),
+    ];
+    let (case, team, _controller) = world("broken-edit", &files).await;
+    let first = decide(&case, &team, "first", "gold").await;
+    assert_eq!(reason_of(Some(&first)).as_deref(), Some("Rejected"));
+
+    let broken = "fn admit(request, config) { allow( }";
+    case.apply_policies(
+        CONFIGMAP,
+        &[
+            ("10-allow-list.rhai", &allow_list),
+            ("30-no-gold.rhai", broken),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let event = loop {
+        let warnings = case.warnings_about(CONFIGMAP).await;
+        if let Some(event) = warnings
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("PolicyCompileFailed"))
+        {
+            break event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PolicyCompileFailed Event on the ConfigMap"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let note = event.note.unwrap_or_default();
+    assert!(note.starts_with("30-no-gold.rhai:1:"), "{note}");
+    assert!(note.contains("previous version stays in effect"), "{note}");
+
+    let still = decide(&case, &team, "still", "gold").await;
+    assert_eq!(
+        reason_of(Some(&still)).as_deref(),
+        Some("Rejected"),
+        "the last good version must stay in effect"
+    );
+    assert_eq!(admission_of(&still).1, "30-no-gold.rhai");
+
+    case.apply_policies(CONFIGMAP, &[("10-allow-list.rhai", &allow_list)])
+        .await;
+    let (admitted, _) = until_gold_is(&case, &team, "removed", "Running", Instant::now()).await;
+    assert_eq!(admission_of(&admitted).1, "all policies");
+}
+
+#[tokio::test]
+async fn a_file_that_never_compiled_denies_every_request() {
+    let allow_list = allow_list();
+    let files = [
+        ("10-allow-list.rhai", allow_list.as_str()),
+        ("20-typo.rhai", "fn admit(request, config) { allow( }"),
+    ];
+    let (case, team, _controller) = world("never-compiled", &files).await;
+
+    let request = decide(&case, &team, "any", "silver").await;
+    assert_eq!(reason_of(Some(&request)).as_deref(), Some("Rejected"));
+    let message = message_of(&request);
+    assert!(
+        message.contains("20-typo.rhai (compile error)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_scripts_fail_closed_and_the_controller_keeps_serving() {
+    let allow_list = allow_list();
+    let hostile = [
+        (
+            "loop",
+            "fn admit(request, config) { loop { } }",
+            "operation limit",
+        ),
+        (
+            "recursion",
+            "fn f(n) { f(n + 1) } fn admit(request, config) { f(0) }",
+            "depth limit",
+        ),
+        (
+            "growth",
+            r#"fn admit(request, config) { let s = "x"; loop { s += s; } }"#,
+            "size limit",
+        ),
+        (
+            "throw",
+            r#"fn admit(request, config) { throw "nope" }"#,
+            "thrown by script",
+        ),
+        (
+            "number",
+            "fn admit(request, config) { 42 }",
+            "invalid return type",
+        ),
+        (
+            "sleep",
+            "fn admit(request, config) { sleep(5); allow() }",
+            "runtime error",
+        ),
+        (
+            "eval",
+            r#"fn admit(request, config) { eval("allow()") }"#,
+            "compile error",
+        ),
+    ];
+    let (case, team, controller) = world("hostile", &[("10-allow-list.rhai", &allow_list)]).await;
+
+    for (name, script, class) in hostile {
+        // A new file name each time, so no last good version stands in.
+        let file = format!("50-{name}.rhai");
+        case.apply_policies(
+            CONFIGMAP,
+            &[("10-allow-list.rhai", &allow_list), (&file, script)],
+        )
+        .await;
+        let expected = format!("denied by policy {file} ({class})");
+        let started = Instant::now();
+        let (rejected, took) = until_gold(&case, &team, name, started, |r| {
+            message_of(r).contains(&expected)
+        })
+        .await;
+        assert_eq!(reason_of(Some(&rejected)).as_deref(), Some("Rejected"));
+        assert!(took < Duration::from_secs(20), "{name} took {took:?}");
+    }
+
+    case.apply_policies(CONFIGMAP, &[("10-allow-list.rhai", &allow_list)])
+        .await;
+    let (admitted, _) = until_gold_is(&case, &team, "healthy", "Running", Instant::now()).await;
+    assert_eq!(admission_of(&admitted).1, "all policies");
+    assert!(
+        !controller.log_tail(200).contains("panicked"),
+        "controller panicked"
+    );
+}
