@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
@@ -34,6 +34,7 @@ use support::{ControlPlane, tekton};
 
 const NAMESPACE: &str = "internal-services";
 const WAIT: Duration = Duration::from_secs(60);
+const POLICY_CONFIGMAP: &str = "internal-services-policies";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -52,8 +53,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     create_pipeline(&internal, &repo_root().join("examples/pipeline.yaml")).await?;
 
-    step("starting the controller (policies from policies/)");
-    let controller = ControllerProcess::start(&plane, ControllerOptions::new(&binary, NAMESPACE));
+    step("installing the policies in policies/ as the ConfigMap internal-services-policies");
+    install_policies(&internal).await?;
+
+    step("starting the controller");
+    let mut options = ControllerOptions::new(&binary, NAMESPACE);
+    options.extra_args = vec!["--policy-configmap".into(), POLICY_CONFIGMAP.into()];
+    let controller = ControllerProcess::start(&plane, options);
 
     step("submitting the example requests on the remote cluster");
     let requests = submit_examples(&remote).await?;
@@ -154,6 +160,40 @@ async fn create_pipeline(client: &Client, path: &Path) -> anyhow::Result<()> {
         .await
         .context("create Pipeline")?;
     println!("Pipeline {NAMESPACE}/{}", pipeline.name_any());
+    Ok(())
+}
+
+/// One ConfigMap key per policy file, as `deploy/` generates it.
+async fn install_policies(internal: &Client) -> anyhow::Result<()> {
+    let mut data = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(repo_root().join("policies"))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if internal_services::policy::is_policy_name(&name) {
+            data.insert(name, std::fs::read_to_string(&path)?);
+        }
+    }
+    println!(
+        "{} policy files: {}",
+        data.len(),
+        data.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let configmap = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(POLICY_CONFIGMAP.into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(internal.clone(), NAMESPACE)
+        .create(&PostParams::default(), &configmap)
+        .await
+        .context("create policy ConfigMap")?;
     Ok(())
 }
 

@@ -50,12 +50,12 @@ pub struct RunArgs {
     pub remote_kubeconfig: PathBuf,
 
     /// Name of the remote cluster; part of every run's identity and labels.
-    #[arg(long, env = "REMOTE_CLUSTER_NAME", default_value = "remote")]
+    #[arg(long, env = "REMOTE_CLUSTER_NAME", default_value = "remote", value_parser = dns_label)]
     pub remote_cluster_name: String,
 
     /// Namespace on the internal cluster for config, Pipelines, runs and policies
     /// (default: the pod's namespace).
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, env = "POD_NAMESPACE", value_parser = dns_label)]
     pub namespace: Option<String>,
 
     /// Directory of `*.rhai` policies, watched for changes (used when no
@@ -81,7 +81,7 @@ pub struct RunArgs {
     pub request_selector: Option<String>,
 
     /// Requests reconciled at the same time.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
     /// Address for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port).
@@ -184,4 +184,16 @@ pub struct BenchArgs {
     /// Files holding the InternalRequests to decide, in turn.
     #[arg(required = true)]
     pub requests: Vec<PathBuf>,
+}
+
+/// A DNS-1123 label: lowercase letters, digits and '-', at most 63 characters.
+fn dns_label(value: &str) -> Result<String, String> {
+    match crate::admission::is_dns_label(value) {
+        true => Ok(value.to_owned()),
+        false => Err(
+            "must be lowercase letters, digits and '-', start and end with a letter or digit, \
+                      at most 63 characters"
+                .to_owned(),
+        ),
+    }
 }

@@ -91,3 +91,140 @@ fn committed_crds_match_the_generated_ones() {
         );
     }
 }
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[test]
+fn check_passes_the_shipped_policies() {
+    let (code, text) = run(&["policy", "check"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("0 errors"), "{text}");
+}
+
+#[test]
+fn check_reports_errors_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.rhai"),
+        "fn admit(request, config) {\n  allow(\n}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.rhai"), "fn admit(request) { allow() }").unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "check",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("a.rhai:3:"), "{text}");
+    assert!(
+        text.contains("b.rhai:1:1: error: fn admit takes 1 parameters"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shipped_policy_suite_passes_and_reports_unreached_rules() {
+    let (code, text) = run(&["policy", "test", "policies/tests/shipped.yaml"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{text}"
+    );
+    assert!(
+        text.contains("10-allow-list.rhai:"),
+        "the allow-list script's deny is shadowed by the core check: {text}"
+    );
+}
+
+#[test]
+fn failing_suite_case_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite.yaml");
+    let text = "config: { allowList: [team] }\ncases:\n  - name: wrongly expects allow\n    request:\n      metadata: { name: r, namespace: other }\n      spec: { request: internal-system-x }\n    expect: allow\n";
+    std::fs::write(&suite, text).unwrap();
+    let (code, text) = run(&["policy", "test", suite.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("expected allow, got deny"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == "0 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn dry_run_prints_json() {
+    let (code, text) = run(&[
+        "policy",
+        "dry-run",
+        "--config",
+        "examples/config.yaml",
+        "--output",
+        "json",
+        "examples/requests/admitted.yaml",
+        "examples/requests/bad-digest.yaml",
+    ]);
+    assert_eq!(code, Some(1));
+    let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(rows[0]["decision"], "allow");
+    assert_eq!(rows[1]["decided_by"], "20-digest-params.rhai");
+}
+
+#[test]
+fn dry_run_refuses_files_without_requests_and_unknown_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "# nothing\n---\n").unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "dry-run",
+        "--config",
+        "examples/config.yaml",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no InternalRequest found"), "{text}");
+
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "kind: InternalRequest\nmetadata: { name: r, namespace: team }\nspec: { request: p, parms: {} }\n").unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "dry-run",
+        "--config",
+        "examples/config.yaml",
+        typo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("spec.parms is not a field"), "{text}");
+}
+
+#[test]
+fn bench_prints_rate_and_percentiles() {
+    let (code, text) = run(&[
+        "policy",
+        "bench",
+        "--iterations",
+        "2000",
+        "--config",
+        "examples/config.yaml",
+        "examples/requests/admitted.yaml",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("decisions/s") && text.contains("p99"),
+        "{text}"
+    );
+}

@@ -44,8 +44,9 @@ pub struct InternalServicesConfigSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeClaim {
-    /// Workspace name the Pipeline declares.
+    /// Name of the Pipeline's workspace that the volume backs.
     #[serde(default = "default_volume_name")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: String,
 
     /// Storage requested per run, such as `1Gi` or `500Mi`.

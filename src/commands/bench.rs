@@ -8,7 +8,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::admission::{self, Facts};
-use crate::api::InternalRequest;
 use crate::cli::BenchArgs;
 use crate::policy::Capture;
 
@@ -25,11 +24,7 @@ pub struct Figures {
 pub fn run(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<Figures> {
     let policies = super::load_policies(&args.files)?;
     let config = super::read_config(&args.config)?;
-    let mut requests = Vec::new();
-    for path in &args.requests {
-        requests.extend(super::read_documents::<InternalRequest>(path)?);
-    }
-    anyhow::ensure!(!requests.is_empty(), "no requests to decide");
+    let requests = super::read_requests(&args.requests)?;
     anyhow::ensure!(args.iterations > 0, "--iterations must be positive");
 
     let facts = Facts {

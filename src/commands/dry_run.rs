@@ -34,13 +34,7 @@ pub fn run(args: &DryRunArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let config = super::read_config(&args.config)?;
     let requests = match &args.remote_kubeconfig {
         Some(path) => live_requests(path)?,
-        None => {
-            let mut all = Vec::new();
-            for path in &args.requests {
-                all.extend(super::read_documents::<InternalRequest>(path)?);
-            }
-            all
-        }
+        None => super::read_requests(&args.requests)?,
     };
 
     let facts = Facts {
@@ -90,20 +84,30 @@ fn print_table(rows: &[Row], hash: &str, out: &mut impl Write) -> anyhow::Result
         .map(|r| r.request.len())
         .max()
         .unwrap_or(7)
-        .max(7);
+        .clamp(7, 60);
     writeln!(out, "{:width$}  {:8}  REASON", "REQUEST", "DECISION")?;
     for row in rows {
-        let reason = if row.reason.is_empty() {
-            "-"
-        } else {
-            &row.reason
+        let reason = match row.reason.is_empty() {
+            true => "-".to_owned(),
+            false => printable(&row.reason),
         };
-        writeln!(out, "{:width$}  {:8}  {reason}", row.request, row.decision)?;
+        writeln!(
+            out,
+            "{:width$}  {:8}  {reason}",
+            printable(&row.request),
+            row.decision
+        )?;
         for warning in &row.warnings {
-            writeln!(out, "{:width$}  {:8}  warning: {warning}", "", "")?;
+            writeln!(
+                out,
+                "{:width$}  {:8}  warning: {}",
+                "",
+                "",
+                printable(warning)
+            )?;
         }
         for line in &row.output {
-            writeln!(out, "{:width$}  {:8}  print: {line}", "", "")?;
+            writeln!(out, "{:width$}  {:8}  print: {}", "", "", printable(line))?;
         }
     }
     writeln!(
@@ -111,6 +115,17 @@ fn print_table(rows: &[Row], hash: &str, out: &mut impl Write) -> anyhow::Result
         "policy set {hash}; Pipeline existence is checked only on the cluster."
     )?;
     Ok(())
+}
+
+/// The text with control characters escaped, so one row stays one line and
+/// no escape sequence reaches the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect()
 }
 
 /// Every request on the remote cluster, read once.

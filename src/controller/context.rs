@@ -1,6 +1,8 @@
 //! Shared state of every reconcile: clients, caches and the policy set.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
@@ -14,6 +16,9 @@ use crate::api::{
 use crate::metrics::{ClassLabels, Metrics, OutcomeLabels};
 use crate::policy::LivePolicies;
 
+/// Longest a reconcile waits for the caches to fill.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
 /// Everything a reconcile reads or writes through.
 pub struct Context {
     pub remote: Client,
@@ -25,6 +30,41 @@ pub struct Context {
     configs: Store<InternalServicesConfig>,
     pipelines: Store<Pipeline>,
     pub runs: Store<PipelineRun>,
+    pub backoff: Backoff,
+}
+
+/// Failures in a row per request, for the retry delay.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// Counts a failure and returns how long to wait before retrying.
+    pub fn next_delay(&self, request: &InternalRequest) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key(request)).or_default();
+        let delay = Self::FIRST
+            .saturating_mul(2u32.saturating_pow(*count))
+            .min(Self::MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of a request that reconciled cleanly.
+    pub fn forget(&self, request: &InternalRequest) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if !failures.is_empty() {
+            failures.remove(&key(request));
+        }
+    }
+}
+
+fn key(request: &InternalRequest) -> String {
+    request.metadata.uid.clone().unwrap_or_default()
 }
 
 impl Context {
@@ -44,18 +84,27 @@ impl Context {
             configs,
             pipelines,
             runs,
+            backoff: Backoff::default(),
         }
     }
 
     /// Waits until every cache holds a full list, so that an empty cache is
     /// never mistaken for a missing config or Pipeline.
+    ///
+    /// Bounded, so that a reconcile never outlives a shutdown because a watch
+    /// keeps failing: it gives up and is retried instead.
     pub async fn caches_ready(&self) -> Result<(), Error> {
-        let gone = |_| Error::CacheGone;
-        self.configs.wait_until_ready().await.map_err(gone)?;
-        self.pipelines.wait_until_ready().await.map_err(gone)?;
-        self.runs.wait_until_ready().await.map_err(gone)?;
-        self.policies.wait_loaded().await;
-        Ok(())
+        let wait = async {
+            let gone = |_| Error::CacheGone;
+            self.configs.wait_until_ready().await.map_err(gone)?;
+            self.pipelines.wait_until_ready().await.map_err(gone)?;
+            self.runs.wait_until_ready().await.map_err(gone)?;
+            self.policies.wait_loaded().await;
+            Ok(())
+        };
+        tokio::time::timeout(CACHE_WAIT, wait)
+            .await
+            .map_err(|_| Error::CacheNotReady(CACHE_WAIT))?
     }
 
     /// The config, if it exists.

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::controller::Error as ControllerError;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -94,6 +96,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         request_watch = request_watch.labels(selector);
     }
     let requests = Api::<InternalRequest>::all(settings.remote.clone());
+    check_remote(&requests, settings.request_selector.as_deref()).await?;
 
     let context = Arc::new(Context::new(&settings, configs, pipelines, runs));
     tracing::info!(namespace = %ns, cluster = %settings.cluster, policies = %settings.policies.current().hash(), "controller starting");
@@ -104,14 +107,44 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "reconcile did not complete");
+            match result {
+                Err(ControllerError::QueueError(err)) => {
+                    tracing::warn!(cluster = "remote", error = %err, "watch of InternalRequests failed; retrying")
+                }
+                Err(err) => tracing::debug!(error = %err, "reconcile did not complete"),
+                Ok(_) => {}
             }
         })
         .await;
 
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Lists one request to check the selector and the remote cluster before
+/// serving: a selector the API server refuses is an error now rather than a
+/// silent failure of every watch later; an unreachable cluster is only a
+/// warning, since the watch keeps retrying.
+async fn check_remote(
+    requests: &Api<InternalRequest>,
+    selector: Option<&str>,
+) -> anyhow::Result<()> {
+    let params = ListParams::default()
+        .labels(selector.unwrap_or_default())
+        .limit(1);
+    match requests.list_metadata(&params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            anyhow::bail!(
+                "the remote cluster refused the request selector {selector:?}: {}",
+                e.message
+            )
+        }
+        Err(err) => {
+            tracing::warn!(cluster = "remote", error = %err, "cannot list InternalRequests yet; will keep trying");
+            Ok(())
+        }
+    }
 }
 
 /// Starts a watch-fed cache of `K` and returns its reader.

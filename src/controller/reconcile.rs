@@ -28,6 +28,10 @@ use crate::{run, status};
 pub enum Error {
     #[error("a watch cache stopped before it was filled")]
     CacheGone,
+    #[error(
+        "the internal cluster's caches are not filled after {0:?}; is the internal cluster reachable?"
+    )]
+    CacheNotReady(Duration),
     #[error("cannot create PipelineRun {name}: {source}")]
     CreateRun { name: String, source: kube::Error },
     #[error("cannot read PipelineRun {name}: {source}")]
@@ -46,6 +50,15 @@ pub enum Error {
 /// Reconciles one request.
 #[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
 pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action = reconcile_request(&request, &ctx).await?;
+    ctx.backoff.forget(&request);
+    Ok(action)
+}
+
+async fn reconcile_request(
+    request: &Arc<InternalRequest>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
     ctx.caches_ready().await?;
 
     let status = request.status_or_default();
@@ -54,27 +67,30 @@ pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Resu
 
     if status.is_terminal() {
         return match cached {
-            Some(run) => clean_up(&ctx, &request, &run).await,
+            Some(run) => clean_up(ctx, request, &run).await,
             None => Ok(Action::await_change()),
         };
     }
 
     match cached {
-        Some(run) => follow(&request, &run, &ctx).await,
-        None if status.pipeline_run.is_some() => confirm_lost(&request, &run_name, &ctx).await,
-        None => admit_and_start(&request, &run_name, &ctx).await,
+        Some(run) => follow(request, &run, ctx).await,
+        None if status.pipeline_run.is_some() => confirm_lost(request, &run_name, ctx).await,
+        None => admit_and_start(request, &run_name, ctx).await,
     }
 }
 
-/// Retries a failed reconcile after a pause.
-pub fn error_policy(request: Arc<InternalRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Retries a failed reconcile after a pause that doubles with each failure
+/// in a row, from one second up to five minutes.
+pub fn error_policy(request: Arc<InternalRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(&request);
     tracing::warn!(
         namespace = %request.namespace().unwrap_or_default(),
         name = %request.name_any(),
         %error,
+        retry_in = ?delay,
         "reconcile failed; retrying"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
 }
 
 async fn admit_and_start(
@@ -124,6 +140,20 @@ async fn admit_and_start(
         ),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!(run = %run_name, "run already exists")
+        }
+        Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+            // Permanent: the API server or an admission webhook (Tekton's,
+            // say) refused this run, and would refuse it again.
+            let message = format!(
+                "the internal cluster refused the PipelineRun: {}",
+                e.message
+            );
+            tracing::info!(%message, "request rejected");
+            let mut record = decided.record.clone();
+            record.decided_by = "internal-cluster".to_owned();
+            ctx.count_request(reasons::REJECTED, &record.decided_by);
+            write_status(ctx, request, status::rejected(request, &message, &record)).await?;
+            return Ok(Action::await_change());
         }
         Err(source) => {
             return Err(Error::CreateRun {

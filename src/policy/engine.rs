@@ -89,6 +89,10 @@ fn register_verdicts(engine: &mut Engine) {
     });
     engine.register_fn("deny", |ctx: NativeCallContext, reason: &str| {
         eval::reached(ctx.call_position().line());
+        let reason = match reason.trim() {
+            "" => "(no reason given)",
+            text => text,
+        };
         Verdict::Deny(reason.to_owned())
     });
     engine.register_fn("warn", |message: &str| eval::warn(message.to_owned()));

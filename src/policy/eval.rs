@@ -180,7 +180,12 @@ fn with_frame<T>(f: impl FnOnce(&mut Frame) -> T) -> Option<T> {
 /// Maps an engine error to its class, looking through errors raised inside
 /// nested function calls.
 fn classify(err: &EvalAltResult) -> Failure {
-    let message = one_line(&err.to_string());
+    let message = match innermost(err) {
+        EvalAltResult::ErrorTooManyModules(pos) => {
+            format!("import is not available to policies ({pos})")
+        }
+        _ => one_line(&err.to_string()),
+    };
     let class = match innermost(err) {
         EvalAltResult::ErrorTooManyOperations(..) => FailureClass::OperationLimit,
         EvalAltResult::ErrorTerminated(..) => FailureClass::Deadline,

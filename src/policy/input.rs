@@ -134,7 +134,7 @@ impl ConfigView<'_> {
         ]);
         read_only(object([
             ("allow_list", string_array(&config.allow_list)),
-            ("debug", config.debug.into()),
+            ("keep_runs", config.debug.into()),
             ("volume_claim", string_map(&volume_claim)),
             (
                 "allowed_git_resolver_urls",

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::set::{ADMIT, ADMIT_RESOLVER, RETAIN, shared_engine};
+use super::set::{entry_points, shared_engine};
 use super::{CompileError, SourceFile};
 
 /// How bad a finding is: errors make `policy check` fail.
@@ -58,39 +58,16 @@ pub fn lint(files: &[SourceFile]) -> Vec<Finding> {
 }
 
 fn entry_point_findings(file: &SourceFile, ast: &rhai::AST) -> Vec<Finding> {
-    let warning = |message: String| Finding {
-        file: file.name.clone(),
-        line: 1,
-        column: 1,
-        severity: Severity::Warning,
-        message,
-    };
-    let entry_points = [ADMIT, ADMIT_RESOLVER, RETAIN];
-    let mut findings = Vec::new();
-
-    let mut defined = false;
-    for function in ast.iter_functions() {
-        if !entry_points.contains(&function.name) {
-            continue;
-        }
-        if function.params.len() == 2 {
-            defined = true;
-        } else {
-            findings.push(warning(format!(
-                "fn {} takes {} parameters; it is only called with two (it is ignored)",
-                function.name,
-                function.params.len()
-            )));
-        }
+    match entry_points(&file.name, ast) {
+        Ok(_) => Vec::new(),
+        Err(error) => vec![Finding {
+            file: error.file,
+            line: error.line,
+            column: error.column,
+            severity: Severity::Error,
+            message: error.message,
+        }],
     }
-    if !defined {
-        findings.push(warning(
-            "defines none of admit(request, config), admit_resolver(request, config), \
-             retain(run, config): it has no effect"
-                .to_owned(),
-        ));
-    }
-    findings
 }
 
 #[cfg(test)]
@@ -110,13 +87,18 @@ mod tests {
     }
 
     #[test]
-    fn file_without_entry_point_is_warned() {
+    fn file_without_entry_point_is_an_error() {
         let findings = lint(&[SourceFile::new(
             "x.rhai",
             "fn admitt(request, config) { allow() }",
         )]);
-        assert_eq!(findings[0].severity, Severity::Warning);
-        assert!(findings[0].message.contains("no effect"));
+        assert_eq!(findings[0].severity, Severity::Error);
+        assert!(findings[0].message.contains("defines none of"));
+        let findings = lint(&[SourceFile::new("y.rhai", "fn admit(request) { allow() }")]);
+        assert!(
+            findings[0].message.contains("must take two"),
+            "{findings:?}"
+        );
     }
 
     #[test]

@@ -89,12 +89,12 @@ impl fmt::Display for CompileError {
 /// Why policy files could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read policy directory {path}: {source}")]
+    #[error("cannot read policy directory {path}")]
     ReadDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}")]
     ReadFile {
         path: PathBuf,
         source: std::io::Error,
@@ -123,8 +123,12 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        if !is_policy_name(&name) || !path.is_file() {
+        if !is_policy_name(&name) {
             continue;
+        }
+        if !path.is_file() {
+            let source = std::io::Error::other("not a regular file (or a link to nothing)");
+            return Err(LoadError::ReadFile { path, source });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
             path: path.clone(),

@@ -383,14 +383,11 @@ fn compile(file: &SourceFile) -> Result<Policy, CompileError> {
         .map_err(|err| CompileError::from_parse(&file.name, &err))?;
     ast.set_source(file.name.as_str());
 
-    let defines = |name: &str| {
-        ast.iter_functions()
-            .any(|f| f.name == name && f.params.len() == 2)
-    };
+    let entry_points = entry_points(&file.name, &ast)?;
     let body = Body::Ready {
-        admit: defines(ADMIT),
-        admit_resolver: defines(ADMIT_RESOLVER),
-        retain: defines(RETAIN),
+        admit: entry_points.contains(&ADMIT),
+        admit_resolver: entry_points.contains(&ADMIT_RESOLVER),
+        retain: entry_points.contains(&RETAIN),
         ast: Arc::new(ast.clone_functions_only()),
     };
     Ok(Policy {
@@ -399,6 +396,46 @@ fn compile(file: &SourceFile) -> Result<Policy, CompileError> {
         text: file.text.clone(),
         body,
     })
+}
+
+/// The entry points a compiled file defines. A file that defines none, or
+/// one with the wrong parameters, is an error like a syntax error: a policy
+/// that silently does nothing would be a rule that silently is not enforced.
+pub(super) fn entry_points(file: &str, ast: &AST) -> Result<Vec<&'static str>, CompileError> {
+    let error = |message: String| CompileError {
+        file: file.to_owned(),
+        line: 1,
+        column: 1,
+        message,
+    };
+    let mut found = Vec::new();
+    for function in ast.iter_functions() {
+        let Some(name) = [ADMIT, ADMIT_RESOLVER, RETAIN]
+            .into_iter()
+            .find(|n| *n == function.name)
+        else {
+            continue;
+        };
+        if function.params.len() != 2 {
+            let expected = if name == RETAIN {
+                "(run, config)"
+            } else {
+                "(request, config)"
+            };
+            return Err(error(format!(
+                "fn {name} takes {} parameters; it must take two: {name}{expected}",
+                function.params.len()
+            )));
+        }
+        found.push(name);
+    }
+    if found.is_empty() {
+        return Err(error(
+            "defines none of admit(request, config), admit_resolver(request, config) and retain(run, config)"
+                .to_owned(),
+        ));
+    }
+    Ok(found)
 }
 
 fn broken(file: &SourceFile, error: CompileError) -> Policy {

@@ -6,6 +6,11 @@
 //! controller's namespace is rejected before any script runs. Pure logic: no
 //! Kubernetes calls, so it is the same in the controller and in `dry-run`.
 
+mod shape;
+
+use shape::check_shape;
+pub use shape::is_dns_label;
+
 use crate::api::{AdmissionRecord, CONFIG_NAME, InternalRequest, InternalServicesConfigSpec};
 use crate::policy::{ALL_POLICIES, AdmissionReport, Capture, PolicySet};
 
@@ -109,6 +114,14 @@ fn check_core<'a>(
         return Err(reject(rules::CONFIG, message));
     };
 
+    if !shape::is_dns_label(&config.volume_claim.name) {
+        let message = format!(
+            "InternalServicesConfig '{}/{CONFIG_NAME}' has volumeClaim.name '{}', which is not a valid workspace name",
+            facts.namespace, config.volume_claim.name
+        );
+        return Err(reject(rules::CONFIG, message));
+    }
+
     let namespace = request.metadata.namespace.as_deref().unwrap_or_default();
     if !config.allows_namespace(namespace) {
         let message = format!(
@@ -142,60 +155,6 @@ fn reject(rule: &str, message: String) -> Admission {
         rule: rule.to_owned(),
         message,
     }
-}
-
-/// Checks that do not depend on any config: the request must name a Pipeline
-/// by a valid Kubernetes name and its parameter names must be usable.
-fn check_shape(request: &InternalRequest) -> Result<(), String> {
-    let pipeline = &request.spec.request;
-    match (pipeline.is_empty(), request.spec.resolver()) {
-        (true, None) => {
-            return Err("spec.request is empty: it must name the Pipeline to run".to_owned());
-        }
-        (false, Some(_)) => {
-            return Err("spec.request and spec.pipeline are both set: use one of them".to_owned());
-        }
-        (true, Some(resolver)) if resolver.resolver.is_empty() => {
-            return Err("spec.pipeline.pipelineRef.resolver is empty".to_owned());
-        }
-        (true, Some(_)) => return check_params(request),
-        (false, None) => {}
-    }
-    if !is_dns_subdomain(pipeline) {
-        return Err(format!(
-            "spec.request '{pipeline}' is not a valid Pipeline name (lowercase letters, digits, '-' and '.', at most 253 characters)"
-        ));
-    }
-    check_params(request)
-}
-
-fn check_params(request: &InternalRequest) -> Result<(), String> {
-    if let Some(bad) = request.spec.params.keys().find(|name| !is_param_name(name)) {
-        return Err(format!(
-            "spec.params key '{bad}' is not a valid parameter name (letters, digits, '_', '-' and '.', starting with a letter or '_')"
-        ));
-    }
-    Ok(())
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
-fn is_param_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
