@@ -62,7 +62,7 @@ async fn reconcile_request(
     ctx.caches_ready().await?;
 
     let status = request.status_or_default();
-    let run_name = run::name_for(&ctx.cluster, &request);
+    let run_name = run::name_for(&ctx.cluster, request);
     let cached = ctx.cached_run(&run_name);
 
     if status.is_terminal() {
