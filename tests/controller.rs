@@ -310,3 +310,86 @@ async fn run_deleted_by_someone_else_fails_the_request() {
         message_of(&failed)
     );
 }
+
+#[tokio::test]
+async fn a_run_the_internal_cluster_refuses_rejects_the_request() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::{Api, PostParams};
+
+    let (case, namespaces, _controller) = world("refused", Some(&["team"]), false).await;
+    let team = &namespaces[0];
+
+    // Stands in for Tekton's admission webhook refusing a run.
+    let policy_name = format!("{}-refuse", case.id);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": { "name": policy_name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": ["tekton.dev"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["pipelineruns"],
+            }]},
+            "validations": [{
+                "expression": "!has(object.spec.params) || !object.spec.params.exists(p, p.name == 'refuse')",
+                "message": "parameter 'refuse' is not allowed by the webhook",
+            }],
+        },
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": { "name": policy_name },
+        "spec": {
+            "policyName": policy_name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": { "matchLabels": {
+                "kubernetes.io/metadata.name": case.namespace,
+            }}},
+        },
+    }))
+    .unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(case.internal.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(case.internal.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    // The policy takes a moment to be enforced; retry with new requests.
+    for attempt in 0..50 {
+        let name = format!("refused-{attempt}");
+        case.create_request(team, &name, PIPELINE, &[("refuse", "yes")])
+            .await;
+        let api = case.requests(team);
+        let decided = |r: Option<&internal_services::api::InternalRequest>| {
+            matches!(
+                support::fixtures::reason_of(r).as_deref(),
+                Some("Running" | "Rejected")
+            )
+        };
+        let request = tokio::time::timeout(WAIT, await_condition(api, &name, decided))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let message = message_of(&request);
+        if message.contains("refused the PipelineRun") {
+            assert!(
+                message.contains("parameter 'refuse' is not allowed by the webhook"),
+                "{message}"
+            );
+            assert_eq!(
+                request.status.unwrap().admission.unwrap().decided_by,
+                "internal-cluster"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the refused run never rejected a request");
+}

@@ -287,3 +287,60 @@ async fn hostile_scripts_fail_closed_and_the_controller_keeps_serving() {
         "controller panicked"
     );
 }
+
+/// Lays out `files` the way the kubelet mounts a ConfigMap: the data in a
+/// hidden timestamped directory, `..data` pointing at it, and one link per
+/// key through `..data`. Calling it again swaps `..data` atomically.
+fn mount_like_kubelet(dir: &Path, version: u32, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    let data = dir.join(format!("..2026_12_03_v{version}"));
+    std::fs::create_dir(&data).unwrap();
+    for (name, text) in files {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            symlink(Path::new("..data").join(name), link).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_mounted_policy_directory_is_reloaded_when_its_data_is_swapped() {
+    let allow_list = allow_list();
+    let dir = tempfile::tempdir().unwrap();
+    mount_like_kubelet(dir.path(), 1, &[("10-allow-list.rhai", &allow_list)]);
+
+    let plane = ControlPlane::shared();
+    let case = Case::new(plane, "mounted-dir").await;
+    let team = case.remote_namespace("team").await;
+    case.create_config(&[&team], false).await;
+    case.create_pipeline(PIPELINE).await;
+    let mut options = ControllerOptions::new(Path::new(BINARY), &case.namespace);
+    options.request_selector = Some(case.selector());
+    options.policies = dir.path().to_owned();
+    let _controller = ControllerProcess::start(plane, options);
+
+    let before = decide(&case, &team, "before", "gold").await;
+    assert_eq!(reason_of(Some(&before)).as_deref(), Some("Running"));
+
+    let swapped = Instant::now();
+    mount_like_kubelet(
+        dir.path(),
+        2,
+        &[
+            ("10-allow-list.rhai", &allow_list),
+            ("30-no-gold.rhai", NO_GOLD),
+        ],
+    );
+    let (rejected, latency) = until_gold_is(&case, &team, "after", "Rejected", swapped).await;
+    eprintln!(
+        "reload latency from a directory swap: {} ms",
+        latency.as_millis()
+    );
+    assert_eq!(admission_of(&rejected).1, "30-no-gold.rhai");
+}
