@@ -344,3 +344,99 @@ async fn a_mounted_policy_directory_is_reloaded_when_its_data_is_swapped() {
     );
     assert_eq!(admission_of(&rejected).1, "30-no-gold.rhai");
 }
+
+#[tokio::test]
+async fn retention_keeps_a_failed_run_for_its_time_then_deletes_it() {
+    let allow_list = allow_list();
+    let retention = r#"fn retain(run, config) { if run.outcome == "Failed" { keep_for("3s") } else { delete() } }"#;
+    let files = [
+        ("10-allow-list.rhai", allow_list.as_str()),
+        ("60-retention.rhai", retention),
+    ];
+    let (case, team, _controller) = world("retention", &files).await;
+
+    let running = decide(&case, &team, "fails", "silver").await;
+    let run_name = running
+        .status
+        .unwrap()
+        .pipeline_run
+        .unwrap()
+        .split_once('/')
+        .unwrap()
+        .1
+        .to_owned();
+    let run = support::tekton::wait_for_run(&case.runs(), &run_name, Duration::from_secs(30)).await;
+    support::tekton::finish_run(
+        &case.runs(),
+        &run_name,
+        false,
+        "step failed",
+        serde_json::json!({}),
+    )
+    .await;
+    case.wait_for_reason(&team, "fails", "Failed").await;
+
+    let finished = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        case.runs().get_opt(&run_name).await.unwrap().is_some(),
+        "deleted before its retention ended"
+    );
+
+    let uid = run.metadata.uid.unwrap();
+    let deleted = kube::runtime::wait::await_condition(
+        case.runs(),
+        &run_name,
+        kube::runtime::wait::conditions::is_deleted(&uid),
+    );
+    tokio::time::timeout(Duration::from_secs(30), deleted)
+        .await
+        .expect("run deleted after retention")
+        .unwrap();
+    assert!(
+        finished.elapsed() >= Duration::from_secs(2),
+        "deleted after {:?}",
+        finished.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_against_a_live_remote_cluster_decides_every_request() {
+    let plane = ControlPlane::shared();
+    let case = Case::new(plane, "what-if").await;
+    let team = case.remote_namespace("team").await;
+    case.create_request(&team, "live-one", PIPELINE, &[("bar", "sha256:abc")])
+        .await;
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "kind: InternalServicesConfig\nmetadata: {{ name: config }}\nspec: {{ allowList: [{team}] }}\n"
+    );
+    std::fs::write(config.path(), text).unwrap();
+    let output = std::process::Command::new(BINARY)
+        .args([
+            "policy",
+            "dry-run",
+            "--policies",
+            repo_root().join("policies").to_str().unwrap(),
+        ])
+        .args([
+            "--config",
+            config.path().to_str().unwrap(),
+            "--output",
+            "json",
+            "--remote-kubeconfig",
+        ])
+        .arg(&plane.remote.kubeconfig)
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["request"] == format!("{team}/live-one"))
+        .expect("the live request is in the report");
+    assert_eq!(row["decision"], "deny");
+    assert_eq!(row["decided_by"], "20-digest-params.rhai");
+}
