@@ -3,13 +3,14 @@
 //! The directory itself is watched, not the files: a mounted ConfigMap
 //! replaces its content by swapping the `..data` symbolic link, which shows
 //! up as an event on the directory. Events are coalesced for a short moment
-//! so that a burst of writes causes one reload.
+//! so that a burst of writes causes one reload. Access events are ignored:
+//! reading the files to reload them would otherwise cause the next reload.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify::{RecursiveMode, Watcher};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::Reloader;
@@ -24,8 +25,10 @@ pub async fn start(dir: PathBuf, reloader: Reloader) -> anyhow::Result<()> {
     reloader.apply(files);
 
     let (events, mut receiver) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event| {
-        let _ = events.send(event);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        if event.as_ref().map_or(true, changes_content) {
+            let _ = events.send(());
+        }
     })
     .context("cannot start watching the policy directory")?;
     watcher
@@ -48,4 +51,9 @@ pub async fn start(dir: PathBuf, reloader: Reloader) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Whether an event may have changed what the directory holds.
+fn changes_content(event: &Event) -> bool {
+    !matches!(event.kind, EventKind::Access(_))
 }

@@ -60,6 +60,10 @@ impl Reloader {
 
     /// Rebuilds and swaps the set; logs and counts what happened.
     pub fn apply(&self, files: Vec<SourceFile>) -> Build {
+        let before = self
+            .live
+            .is_loaded()
+            .then(|| self.live.current().hash().to_owned());
         let build = self.live.apply(files);
         let result = if build.errors.is_empty() {
             "success"
@@ -81,12 +85,16 @@ impl Reloader {
             };
             tracing::error!(policy = %error.file, %error, "policy does not compile; {effect}");
         }
-        tracing::info!(
-            hash = %build.set.hash(),
-            files = ?build.set.files(),
-            errors = build.errors.len(),
-            "policies loaded"
-        );
+        if before.as_deref() == Some(build.set.hash()) && build.errors.is_empty() {
+            tracing::debug!(hash = %build.set.hash(), "policies reloaded; nothing changed");
+        } else {
+            tracing::info!(
+                hash = %build.set.hash(),
+                files = ?build.set.files(),
+                errors = build.errors.len(),
+                "policies loaded"
+            );
+        }
         build
     }
 }
