@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -83,6 +84,11 @@ pub struct RunArgs {
     /// Requests reconciled at the same time.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+
+    /// How long a deleted request's cancelled run may take to stop before it
+    /// is deleted outright, such as `2m` or `90s`.
+    #[arg(long, env = "CANCEL_GRACE_PERIOD", default_value = "2m", value_parser = duration)]
+    pub cancel_grace_period: Duration,
 
     /// Address for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -196,4 +202,15 @@ fn dns_label(value: &str) -> Result<String, String> {
                 .to_owned(),
         ),
     }
+}
+
+/// A duration such as `90s`, `2m` or `1h30m`.
+fn duration(value: &str) -> Result<Duration, String> {
+    let span: jiff::Span = value
+        .parse()
+        .map_err(|err| format!("not a duration such as '90s' or '2m': {err}"))?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|err| err.to_string())?;
+    Duration::try_from(duration).map_err(|_| "must not be negative".to_owned())
 }

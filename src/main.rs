@@ -74,6 +74,7 @@ fn run_controller(args: RunArgs) -> anyhow::Result<()> {
             policies,
             metrics,
             concurrency: args.concurrency,
+            cancel_grace: args.cancel_grace_period,
         };
         controller::run(settings).await
     })

@@ -111,6 +111,58 @@ pub fn build(
     }
 }
 
+/// What someone else changed on `run` that makes it no longer the run this
+/// controller built for `request`, if anything. Only what the controller
+/// set and Tekton never rewrites is compared: the links back to the
+/// request, what runs, and its parameters.
+pub fn altered(run: &PipelineRun, cluster: &str, request: &InternalRequest) -> Option<String> {
+    let expected = run_labels(cluster, request);
+    for key in [
+        labels::MANAGED_BY,
+        labels::REMOTE_CLUSTER,
+        labels::REQUEST_UID,
+    ] {
+        if run.label(key) != expected.get(key).map(String::as_str) {
+            return Some(format!("its label {key} was changed"));
+        }
+    }
+
+    let link = run
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::REQUEST));
+    if link != Some(&request_key(request)) {
+        return Some(format!(
+            "its annotation {} was changed",
+            annotations::REQUEST
+        ));
+    }
+
+    let reference = run.spec.pipeline_ref.as_ref();
+    let wanted = pipeline_ref(request);
+    let same_pipeline = reference.is_some_and(|r| {
+        r.name == wanted.name && r.resolver == wanted.resolver && r.params == wanted.params
+    });
+    if !same_pipeline {
+        return Some("its pipelineRef was changed".to_owned());
+    }
+
+    let params: BTreeMap<&str, &serde_json::Value> = run
+        .spec
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), &p.value))
+        .collect();
+    let same_params = params.len() == request.spec.params.len()
+        && request
+            .spec
+            .params
+            .iter()
+            .all(|(name, value)| params.get(name.as_str()) == Some(&&json!(value)));
+    (!same_params).then(|| "its params were changed".to_owned())
+}
+
 /// By name for the seed's form, by resolver for upstream's.
 fn pipeline_ref(request: &InternalRequest) -> PipelineRef {
     match request.spec.resolver() {
@@ -278,5 +330,45 @@ mod tests {
         assert_eq!(run.label(labels::REQUEST_UID), Some("uid-1"));
         let key = &run.metadata.annotations.as_ref().unwrap()[annotations::REQUEST];
         assert_eq!(key, "team/release");
+    }
+
+    #[test]
+    fn a_run_changed_by_someone_else_is_noticed() {
+        let mut req = request("release", "uid-1");
+        req.spec.request = "push".to_owned();
+        req.spec
+            .params
+            .insert("image".to_owned(), "quay.io/x".to_owned());
+        let config = InternalServicesConfigSpec::default();
+        let run = build("release-abc", "internal", "remote", &req, &config);
+        assert_eq!(altered(&run, "remote", &req), None);
+
+        let mut changed = run.clone();
+        changed.spec.params[0].value = json!("quay.io/evil");
+        assert_eq!(
+            altered(&changed, "remote", &req).as_deref(),
+            Some("its params were changed")
+        );
+
+        let mut relabelled = run.clone();
+        relabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(labels::MANAGED_BY);
+        assert!(
+            altered(&relabelled, "remote", &req)
+                .unwrap()
+                .contains("managed-by")
+        );
+
+        let mut repointed = run;
+        repointed.spec.pipeline_ref.as_mut().unwrap().name = Some("other".to_owned());
+        assert!(
+            altered(&repointed, "remote", &req)
+                .unwrap()
+                .contains("pipelineRef")
+        );
     }
 }

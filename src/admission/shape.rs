@@ -41,13 +41,31 @@ pub fn check_shape(request: &InternalRequest) -> Result<(), String> {
     check_service_account(request)
 }
 
+/// Most bytes of parameter names and values a request may carry: well
+/// above any real release's needs, well below what makes the run too large
+/// for the internal cluster's etcd.
+const PARAMS_MAX_BYTES: usize = 256 * 1024;
+
 fn check_params(request: &InternalRequest) -> Result<(), String> {
-    match request.spec.params.keys().find(|name| !is_param_name(name)) {
-        Some(bad) => Err(format!(
-            "spec.params key '{bad}' is not a valid parameter name (letters, digits, '_', '-' and '.', starting with a letter or '_')"
-        )),
-        None => Ok(()),
+    if let Some(bad) = request.spec.params.keys().find(|name| !is_param_name(name)) {
+        return Err(format!(
+            "spec.params key '{}' is not a valid parameter name (letters, digits, '_', '-' and '.', starting with a letter or '_')",
+            crate::status::truncate(bad.clone(), 256)
+        ));
     }
+
+    let size: usize = request
+        .spec
+        .params
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if size > PARAMS_MAX_BYTES {
+        return Err(format!(
+            "spec.params hold {size} bytes; at most {PARAMS_MAX_BYTES} are accepted"
+        ));
+    }
+    Ok(())
 }
 
 fn check_timeouts(request: &InternalRequest) -> Result<(), String> {
@@ -114,6 +132,18 @@ mod tests {
 
     fn request(spec: InternalRequestSpec) -> InternalRequest {
         InternalRequest::new("r", spec)
+    }
+
+    #[test]
+    fn oversize_params_are_refused_with_their_size() {
+        let mut spec = named("push");
+        spec.params
+            .insert("blob".to_owned(), "x".repeat(300 * 1024));
+        let message = check_shape(&request(spec)).unwrap_err();
+        assert!(
+            message.contains("spec.params hold 307204 bytes"),
+            "{message}"
+        );
     }
 
     fn named(pipeline: &str) -> InternalRequestSpec {

@@ -1,6 +1,8 @@
 //! `InternalServicesConfig`: the allow-list and run settings, one per
 //! controller namespace, always named `config`.
 
+use std::time::Duration;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,16 @@ pub struct InternalServicesConfigSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub allowed_git_resolver_urls: Vec<String>,
+
+    /// How long a completed request stays on the remote cluster before the
+    /// controller deletes it, such as `24h` or `30m`; unset keeps requests.
+    #[serde(
+        default,
+        rename = "completedRequestTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub completed_request_ttl: Option<String>,
 }
 
 /// Workspace volume settings.
@@ -76,5 +88,43 @@ impl InternalServicesConfigSpec {
     /// Whether requests from `namespace` may run at all.
     pub fn allows_namespace(&self, namespace: &str) -> bool {
         self.allow_list.iter().any(|allowed| allowed == namespace)
+    }
+
+    /// The time-to-live of completed requests, when one is set and valid.
+    /// The CRD's pattern refuses invalid values, so `None` for one that
+    /// slipped through only means requests are kept.
+    pub fn completed_request_ttl(&self) -> Option<Duration> {
+        let text = self.completed_request_ttl.as_deref()?;
+        let span: jiff::Span = text.parse().ok()?;
+        let duration = span
+            .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+            .ok()?;
+        Duration::try_from(duration).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_reads_go_style_durations() {
+        let with = |ttl: &str| InternalServicesConfigSpec {
+            completed_request_ttl: Some(ttl.to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(
+            with("1h30m").completed_request_ttl(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            with("45s").completed_request_ttl(),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(with("soon").completed_request_ttl(), None);
+        assert_eq!(
+            InternalServicesConfigSpec::default().completed_request_ttl(),
+            None
+        );
     }
 }

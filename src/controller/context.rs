@@ -31,6 +31,7 @@ pub struct Context {
     pipelines: Store<Pipeline>,
     pub runs: Store<PipelineRun>,
     pub backoff: Backoff,
+    pub cancel_grace: Duration,
 }
 
 /// Failures in a row per request, for the retry delay.
@@ -85,6 +86,7 @@ impl Context {
             pipelines,
             runs,
             backoff: Backoff::default(),
+            cancel_grace: settings.cancel_grace,
         }
     }
 

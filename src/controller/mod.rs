@@ -7,7 +7,9 @@
 //! to its request through the annotation the controller put on it.
 
 mod context;
+mod finalizer;
 mod reconcile;
+mod teardown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 pub use context::Context;
+pub use finalizer::NAME as FINALIZER;
 pub use reconcile::Error;
 
 use crate::api::tekton::{annotations, labels};
@@ -41,6 +44,9 @@ pub struct Settings {
     pub policies: Arc<LivePolicies>,
     pub metrics: Arc<Metrics>,
     pub concurrency: u16,
+    /// How long a deleted request waits for Tekton to stop its cancelled run
+    /// before the run is deleted outright.
+    pub cancel_grace: Duration,
 }
 
 /// Readiness for `/readyz`: policies loaded. (The caches fill within the

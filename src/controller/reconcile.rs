@@ -1,22 +1,24 @@
-//! One reconcile of one request: admit and start it, follow its run, or
-//! clean up after it.
+//! One reconcile of one request: admit and start it, follow its run, clean
+//! up after it, or let it go when it is deleted.
 //!
 //! Guarantees: a request is admitted at most once (a run or a terminal
 //! status exists afterwards, and either stops re-admission); the run's name
 //! is derived from the request, so a retried reconcile finds the run instead
 //! of making a second one; the outcome is written to the request before the
 //! run is deleted, so a crash in between leaves a run to clean up, never a
-//! lost outcome.
+//! lost outcome; the request holds a finalizer exactly while its run exists,
+//! so deleting a request never strands a run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{ResourceExt, api::PostParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::Context;
+use super::teardown::{self, remaining};
+use super::{Context, finalizer};
 use crate::admission::{self, Admission, Facts};
 use crate::api::{InternalRequest, PipelineRun, reasons};
 use crate::policy::{Capture, Retention, RunView};
@@ -38,14 +40,34 @@ pub enum Error {
     ReadRun { name: String, source: kube::Error },
     #[error("cannot delete PipelineRun {name}: {source}")]
     DeleteRun { name: String, source: kube::Error },
+    #[error("cannot cancel PipelineRun {name}: {source}")]
+    CancelRun { name: String, source: kube::Error },
     #[error("cannot write status of request {request}: {source}")]
     WriteStatus {
         request: String,
         source: kube::Error,
     },
+    #[error("cannot update the finalizer of request {request}: {source}")]
+    Finalizer {
+        request: String,
+        source: kube::Error,
+    },
+    #[error("cannot delete expired request {request}: {source}")]
+    DeleteRequest {
+        request: String,
+        source: kube::Error,
+    },
+    #[error(
+        "request {request} changed after this reconcile read it; its newer version is reconciled next"
+    )]
+    Stale { request: String },
     #[error("policy evaluation did not finish: {0}")]
     PolicyTask(#[from] tokio::task::JoinError),
 }
+
+/// How soon a reconcile that read a stale request is retried. The watch
+/// brings the newer version within moments; this only bounds the wait.
+const STALE_RETRY: Duration = Duration::from_millis(200);
 
 /// Reconciles one request.
 #[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
@@ -61,20 +83,21 @@ async fn reconcile_request(
 ) -> Result<Action, Error> {
     ctx.caches_ready().await?;
 
-    let status = request.status_or_default();
     let run_name = run::name_for(&ctx.cluster, request);
-    let cached = ctx.cached_run(&run_name);
+    if request.metadata.deletion_timestamp.is_some() {
+        return teardown::on_deletion(request, &run_name, ctx).await;
+    }
 
+    let status = request.status_or_default();
+    let cached = ctx.cached_run(&run_name);
     if status.is_terminal() {
-        return match cached {
-            Some(run) => clean_up(ctx, request, &run).await,
-            None => Ok(Action::await_change()),
-        };
+        return settle(ctx, request, cached.as_deref()).await;
     }
 
     match cached {
         Some(run) => follow(request, &run, ctx).await,
         None if status.pipeline_run.is_some() => confirm_lost(request, &run_name, ctx).await,
+        None if finalizer::held(request) => resume(request, &run_name, ctx).await,
         None => admit_and_start(request, &run_name, ctx).await,
     }
 }
@@ -82,6 +105,10 @@ async fn reconcile_request(
 /// Retries a failed reconcile after a pause that doubles with each failure
 /// in a row, from one second up to five minutes.
 pub fn error_policy(request: Arc<InternalRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    if matches!(error, Error::Stale { .. }) {
+        tracing::debug!(%error, "retrying with the newer version");
+        return Action::requeue(STALE_RETRY);
+    }
     let delay = ctx.backoff.next_delay(&request);
     tracing::warn!(
         namespace = %request.namespace().unwrap_or_default(),
@@ -130,6 +157,17 @@ async fn admit_and_start(
         return Ok(Action::await_change());
     };
 
+    // The finalizer changes the request; later writes of this reconcile
+    // must carry its new version.
+    let namespace = request.namespace().unwrap_or_default();
+    let version = finalizer::add(&ctx.requests_api(&namespace), request)
+        .await
+        .map_err(|source| Error::Finalizer {
+            request: run::request_key(request),
+            source,
+        })?;
+    let request = &with_version(request, version);
+
     let run = run::build(run_name, &ctx.namespace, &ctx.cluster, request, &config);
     match ctx.runs_api().create(&PostParams::default(), &run).await {
         Ok(_) => tracing::info!(
@@ -139,7 +177,10 @@ async fn admit_and_start(
             "request admitted; run created"
         ),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::debug!(run = %run_name, "run already exists")
+            // Created by an earlier reconcile that the caches have not
+            // caught up with; its watch event brings the run to `follow`.
+            tracing::debug!(run = %run_name, "run already exists");
+            return Ok(Action::await_change());
         }
         Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
             // Permanent: the API server or an admission webhook (Tekton's,
@@ -178,6 +219,16 @@ async fn follow(
 ) -> Result<Action, Error> {
     let run_ref = format!("{}/{}", ctx.namespace, run.name_any());
 
+    if let Some(change) = run::altered(run, &ctx.cluster, request) {
+        let message = format!(
+            "PipelineRun {run_ref} was changed by someone else ({change}); its outcome would not be this request's"
+        );
+        tracing::warn!(%message, "run altered");
+        ctx.count_request(reasons::FAILED, "RunAltered");
+        write_status(ctx, request, status::lost(request, message)).await?;
+        return Ok(Action::await_change());
+    }
+
     match relay::state(run) {
         RunState::Running => {
             let status = request.status_or_default();
@@ -195,7 +246,44 @@ async fn follow(
                 reasons::FAILED
             };
             ctx.count_request(reason, reason);
-            clean_up(ctx, request, run).await
+            settle(ctx, request, Some(run)).await
+        }
+    }
+}
+
+/// The request holds the finalizer but records no run: an earlier reconcile
+/// stopped between adding the finalizer and recording the run, or the cache
+/// lags behind its create. Look once at the API server, so that a run that
+/// exists is followed rather than admitted again under newer policies.
+async fn resume(
+    request: &Arc<InternalRequest>,
+    run_name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    match read_run(ctx, run_name).await? {
+        Some(run) => follow(request, &run, ctx).await,
+        None => admit_and_start(request, run_name, ctx).await,
+    }
+}
+
+async fn read_run(ctx: &Context, run_name: &str) -> Result<Option<PipelineRun>, Error> {
+    ctx.runs_api()
+        .get_opt(run_name)
+        .await
+        .map_err(|source| Error::ReadRun {
+            name: run_name.to_owned(),
+            source,
+        })
+}
+
+/// The request as it is after a write that gave it `version`.
+fn with_version(request: &Arc<InternalRequest>, version: Option<String>) -> Arc<InternalRequest> {
+    match version {
+        None => request.clone(),
+        Some(version) => {
+            let mut updated = InternalRequest::clone(request);
+            updated.metadata.resource_version = Some(version);
+            Arc::new(updated)
         }
     }
 }
@@ -207,15 +295,7 @@ async fn confirm_lost(
     run_name: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let found = ctx
-        .runs_api()
-        .get_opt(run_name)
-        .await
-        .map_err(|source| Error::ReadRun {
-            name: run_name.to_owned(),
-            source,
-        })?;
-    if let Some(run) = found {
+    if let Some(run) = read_run(ctx, run_name).await? {
         return follow(request, &run, ctx).await;
     }
 
@@ -229,19 +309,57 @@ async fn confirm_lost(
     Ok(Action::await_change())
 }
 
+/// What became of a completed request's run.
+enum Cleanup {
+    /// Deleted now, or there was none.
+    Gone,
+    /// Kept for good (`debug`, or a policy said `keep()`).
+    KeptForGood,
+    /// Kept for this much longer.
+    KeptFor(Duration),
+    /// Not finished yet (a run someone else changed), so not ours to judge.
+    Unfinished,
+}
+
+/// A completed request: clean up its run, release the finalizer once no run
+/// needs it, and delete the request when its time-to-live is up.
+async fn settle(
+    ctx: &Context,
+    request: &InternalRequest,
+    run: Option<&PipelineRun>,
+) -> Result<Action, Error> {
+    let cleanup = match run {
+        Some(run) => clean_up(ctx, request, run).await?,
+        None => Cleanup::Gone,
+    };
+    let kept_for = match cleanup {
+        Cleanup::Unfinished => return Ok(Action::await_change()),
+        Cleanup::KeptFor(left) => Some(left),
+        Cleanup::Gone | Cleanup::KeptForGood => {
+            teardown::release(ctx, request).await?;
+            None
+        }
+    };
+
+    let expires_in = teardown::expire(request, ctx).await?;
+    match [kept_for, expires_in].into_iter().flatten().min() {
+        Some(next) => Ok(Action::requeue(next)),
+        None => Ok(Action::await_change()),
+    }
+}
+
 /// Deletes a finished run now, or later, or never: `debug` keeps every
-/// run, otherwise the retention policies decide (default: now). A run kept
-/// for a while is revisited by a requeue when its time is up.
+/// run, otherwise the retention policies decide (default: now).
 async fn clean_up(
     ctx: &Context,
     request: &InternalRequest,
     run: &PipelineRun,
-) -> Result<Action, Error> {
+) -> Result<Cleanup, Error> {
     let RunState::Finished(outcome) = relay::state(run) else {
-        return Ok(Action::await_change());
+        return Ok(Cleanup::Unfinished);
     };
     if ctx.keep_runs() {
-        return Ok(Action::await_change());
+        return Ok(Cleanup::KeptForGood);
     }
 
     let view = RunView {
@@ -268,27 +386,18 @@ async fn clean_up(
         ctx.count_failure(failure.class);
     }
 
-    let remaining = match report.retention {
-        Retention::Keep => return Ok(Action::await_change()),
+    let left = match report.retention {
+        Retention::Keep => return Ok(Cleanup::KeptForGood),
         Retention::Delete => Duration::ZERO,
         Retention::KeepFor(keep) => remaining(finished_at(request, &outcome), keep),
     };
-    if !remaining.is_zero() {
-        tracing::debug!(run = %run.name_any(), ?remaining, "keeping finished run");
-        return Ok(Action::requeue(remaining));
+    if !left.is_zero() {
+        tracing::debug!(run = %run.name_any(), remaining = ?left, "keeping finished run");
+        return Ok(Cleanup::KeptFor(left));
     }
 
-    let name = run.name_any();
-    match ctx
-        .runs_api()
-        .delete(&name, &DeleteParams::background())
-        .await
-    {
-        Ok(_) => tracing::debug!(run = %name, "run deleted"),
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(source) => return Err(Error::DeleteRun { name, source }),
-    }
-    Ok(Action::await_change())
+    teardown::delete_run(ctx, &run.name_any()).await?;
+    Ok(Cleanup::Gone)
 }
 
 /// When the run finished: Tekton's completion time, else the request's.
@@ -304,25 +413,30 @@ fn finished_at(request: &InternalRequest, outcome: &relay::Outcome) -> Option<ji
         .map(|t| t.0)
 }
 
-/// Time left of `keep` after `since`; zero when `since` is unknown or past.
-fn remaining(since: Option<jiff::Timestamp>, keep: Duration) -> Duration {
-    let Some(since) = since else {
-        return Duration::ZERO;
-    };
-    let elapsed = jiff::Timestamp::now().duration_since(since);
-    let left = jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX) - elapsed;
-    Duration::try_from(left).unwrap_or(Duration::ZERO)
-}
-
-async fn write_status(ctx: &Context, request: &InternalRequest, patch: Value) -> Result<(), Error> {
+/// Writes a status patch, on the condition that the request is still the
+/// version this reconcile read: a decision made on a stale copy (a lagging
+/// cache, a restart) must never overwrite a newer status, such as an
+/// outcome already relayed.
+async fn write_status(
+    ctx: &Context,
+    request: &InternalRequest,
+    mut patch: Value,
+) -> Result<(), Error> {
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
-    ctx.requests_api(&namespace)
+    patch["metadata"] = json!({ "resourceVersion": request.resource_version() });
+    match ctx
+        .requests_api(&namespace)
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::WriteStatus {
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Stale {
+            request: format!("{namespace}/{name}"),
+        }),
+        Err(source) => Err(Error::WriteStatus {
             request: format!("{namespace}/{name}"),
             source,
-        })?;
-    Ok(())
+        }),
+    }
 }

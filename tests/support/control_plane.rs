@@ -47,8 +47,10 @@ pub struct ControlPlane {
     pub bin: PathBuf,
     pub remote: ApiServer,
     pub internal: ApiServer,
-    /// Write ends of the supervisors' pipes; dropping them stops everything.
-    guards: Mutex<Vec<(Child, ChildStdin)>>,
+    etcd_port: u16,
+    /// Write ends of the supervisors' pipes by process name; dropping them
+    /// stops everything.
+    guards: Mutex<Vec<(String, Child, ChildStdin)>>,
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
@@ -79,21 +81,26 @@ impl ControlPlane {
 
         let mut guards = Vec::new();
         let keep = std::env::var_os("INTERNAL_SERVICES_KEEP_STATE").is_some();
-        guards.push(supervise(
-            &dir,
+        guards.push(named(
             "janitor",
-            &["sleep", "infinity"],
-            (!keep).then_some(&dir),
+            supervise(
+                &dir,
+                "janitor",
+                &["sleep", "infinity"],
+                (!keep).then_some(&dir),
+            ),
         ));
 
         let etcd_port = free_port();
-        let etcd = start_etcd(&dir, &bin, etcd_port);
-        guards.push(etcd);
+        guards.push(named("etcd", start_etcd(&dir, &bin, etcd_port)));
 
         let mut servers = Vec::new();
         for name in ["remote", "internal"] {
             let port = free_port();
-            guards.push(start_apiserver(&dir, &bin, name, port, etcd_port));
+            guards.push(named(
+                name,
+                start_apiserver(&dir, &bin, name, port, etcd_port),
+            ));
             let kubeconfig = dir.join(format!("{name}.kubeconfig"));
             write_kubeconfig(&kubeconfig, &dir.join("ca.crt"), port, &token);
             servers.push(ApiServer {
@@ -109,6 +116,7 @@ impl ControlPlane {
             bin,
             remote,
             internal,
+            etcd_port,
             guards: Mutex::new(guards),
         };
 
@@ -128,10 +136,37 @@ impl ControlPlane {
     /// Stops every process now (otherwise they stop when this process exits).
     pub fn stop(&self) {
         let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-        for (mut child, stdin) in guards.drain(..).rev() {
+        for (_, mut child, stdin) in guards.drain(..).rev() {
             drop(stdin);
             let _ = child.wait();
         }
+    }
+
+    /// Stops the remote API server (etcd keeps its data).
+    pub fn stop_remote(&self) {
+        let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = guards.iter().position(|(name, ..)| name == "remote") {
+            let (_, mut child, stdin) = guards.remove(index);
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the remote API server again on its old port and waits until it
+    /// serves.
+    pub async fn start_remote(&self) {
+        let server = start_apiserver(
+            &self.dir,
+            &self.bin,
+            "remote",
+            self.remote.port,
+            self.etcd_port,
+        );
+        self.guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(named("remote", server));
+        self.wait_ready(&self.remote).await;
     }
 
     async fn wait_ready(&self, server: &ApiServer) {
@@ -170,6 +205,10 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn named(name: &str, (child, stdin): (Child, ChildStdin)) -> (String, Child, ChildStdin) {
+    (name.to_owned(), child, stdin)
 }
 
 /// Runs `tests/control-plane/build.sh` and returns the binaries' directory.

@@ -41,7 +41,13 @@ impl ControllerProcess {
         let log = plane
             .dir
             .join(format!("controller-{}.log", options.namespace));
-        let file = std::fs::File::create(&log).expect("controller log");
+        // Appended to, so that the logs of a restarted controller follow
+        // those of the one before it.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("controller log");
         let supervisor = repo_root().join("tests/control-plane/supervise.sh");
 
         let mut command = Command::new(supervisor);
@@ -79,6 +85,21 @@ impl ControllerProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the controller process with SIGKILL, as the kernel's OOM killer
+    /// or a node failure would: no signal handler, no cleanup.
+    pub fn kill_hard(&mut self) {
+        let supervisor = self.child.id().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &supervisor])
+            .output()
+            .expect("run pgrep");
+        let pids = String::from_utf8_lossy(&children.stdout).to_string();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        self.stop();
     }
 
     /// Stops the controller and waits for it.

@@ -72,6 +72,22 @@ impl Case {
         Api::namespaced(self.remote.clone(), namespace)
     }
 
+    pub fn configs(&self) -> Api<InternalServicesConfig> {
+        Api::namespaced(self.internal.clone(), &self.namespace)
+    }
+
+    /// Waits until the request is gone from the remote cluster.
+    pub async fn wait_until_deleted(&self, namespace: &str, name: &str, within: Duration) {
+        let gone = |r: Option<&InternalRequest>| r.is_none();
+        tokio::time::timeout(
+            within,
+            await_condition(self.requests(namespace), name, gone),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {namespace}/{name} still exists after {within:?}"))
+        .expect("watch request");
+    }
+
     pub async fn create_config(&self, allow_list: &[&str], debug: bool) {
         let config = InternalServicesConfig {
             metadata: ObjectMeta {
