@@ -11,6 +11,8 @@ mod shape;
 use shape::check_shape;
 pub use shape::is_dns_label;
 
+use std::sync::Arc;
+
 use crate::api::{AdmissionRecord, CONFIG_NAME, InternalRequest, InternalServicesConfigSpec};
 use crate::policy::{ALL_POLICIES, AdmissionReport, Capture, PolicySet};
 
@@ -57,7 +59,7 @@ pub struct Facts<'a> {
 
 /// Decides one request: core checks first, then the policies.
 pub fn decide(
-    request: &InternalRequest,
+    request: &Arc<InternalRequest>,
     facts: Facts<'_>,
     policies: &PolicySet,
     capture: Capture,
@@ -188,7 +190,13 @@ mod tests {
     }
 
     fn decide(request: &InternalRequest, facts: Facts<'_>, policies: &PolicySet) -> Admission {
-        super::decide(request, facts, policies, Capture::default()).admission
+        super::decide(
+            &Arc::new(request.clone()),
+            facts,
+            policies,
+            Capture::default(),
+        )
+        .admission
     }
 
     fn facts<'a>(

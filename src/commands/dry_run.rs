@@ -7,6 +7,7 @@
 //! (a what-if report for a policy change); nothing is written there.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use kube::api::{Api, ListParams};
@@ -129,7 +130,7 @@ fn printable(text: &str) -> String {
 }
 
 /// Every request on the remote cluster, read once.
-fn live_requests(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<InternalRequest>> {
+fn live_requests(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Arc<InternalRequest>>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -140,6 +141,6 @@ fn live_requests(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<InternalReq
             .list(&ListParams::default())
             .await
             .context("cannot list InternalRequests")?;
-        Ok(list.items)
+        Ok(list.items.into_iter().map(Arc::new).collect())
     })
 }

@@ -10,7 +10,7 @@ pub mod dry_run;
 pub mod suite;
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -74,14 +74,14 @@ pub fn read_config(path: &Path) -> anyhow::Result<InternalServicesConfig> {
 /// Every request in the files; an error if there is none, if one has no
 /// namespace, or if its spec has a field the API does not know (a typo
 /// would otherwise be dropped silently and the request judged without it).
-pub fn read_requests(paths: &[PathBuf]) -> anyhow::Result<Vec<InternalRequest>> {
+pub fn read_requests(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<InternalRequest>>> {
     let mut requests = Vec::new();
     for path in paths {
         let values: Vec<serde_yaml_ng::Value> = read_documents(path)?;
         for (index, value) in values.into_iter().enumerate() {
             let request = to_request(value)
                 .with_context(|| format!("{}: document {}", path.display(), index + 1))?;
-            requests.push(request);
+            requests.push(Arc::new(request));
         }
     }
     anyhow::ensure!(

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context as _;
 use kube::api::ObjectMeta;
@@ -164,7 +164,7 @@ fn check_request(
         pipeline_exists,
     };
 
-    let decided = admission::decide(&object, facts, policies, capture);
+    let decided = admission::decide(&Arc::new(object), facts, policies, capture);
     let hits = decided
         .report
         .as_ref()

@@ -4,15 +4,17 @@
 //! built explicitly here rather than mirrored from the API types: renaming a
 //! Rust field must not silently rename a script variable.
 //!
-//! The request is a read-only script type with one getter per field: built
-//! once per decision, shared by reference with every policy, and only the
-//! fields a script reads are touched. It has no setters, so no script can
-//! change what the next one sees, and a misspelt field is an error (so a
-//! denial), never a silent `()`. The config, which changes rarely, is a
-//! read-only map converted once per distinct config.
+//! The request is a read-only script type with one getter per field. It
+//! wraps the request the controller already holds, and each field is
+//! converted to a script value on first read only, then kept for the rest of
+//! the decision: most policies read two or three fields, and converting all
+//! of them up front cost more than running a simple policy. It has no
+//! setters, so no script can change what the next one sees, and a misspelt
+//! field is an error (so a denial), never a silent `()`. The config, which
+//! changes rarely, is a read-only map converted once per distinct config.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
 
@@ -20,20 +22,22 @@ use crate::api::{InternalRequest, InternalServicesConfigSpec};
 
 /// The request as scripts read it (`Request` in scripts).
 #[derive(Clone, Debug)]
-pub struct ScriptRequest(Arc<RequestFields>);
+pub struct ScriptRequest(Arc<Fields>);
 
+/// The request and its fields, each converted on first read.
 #[derive(Debug)]
-struct RequestFields {
-    name: ImmutableString,
-    namespace: ImmutableString,
-    uid: ImmutableString,
-    labels: Dynamic,
-    annotations: Dynamic,
-    pipeline: ImmutableString,
-    resolver: Dynamic,
-    params: Dynamic,
-    service_account: ImmutableString,
-    timeouts: Dynamic,
+struct Fields {
+    request: Arc<InternalRequest>,
+    name: OnceLock<ImmutableString>,
+    namespace: OnceLock<ImmutableString>,
+    uid: OnceLock<ImmutableString>,
+    pipeline: OnceLock<ImmutableString>,
+    service_account: OnceLock<ImmutableString>,
+    labels: OnceLock<Dynamic>,
+    annotations: OnceLock<Dynamic>,
+    resolver: OnceLock<Dynamic>,
+    params: OnceLock<Dynamic>,
+    timeouts: OnceLock<Dynamic>,
 }
 
 /// A finished run as retention scripts read it.
@@ -53,75 +57,131 @@ pub struct RunView {
 pub struct ConfigView<'a>(pub &'a InternalServicesConfigSpec);
 
 impl ScriptRequest {
-    pub fn new(request: &InternalRequest) -> Self {
-        let meta = &request.metadata;
-        let spec = &request.spec;
-        let text =
-            |value: &Option<String>| ImmutableString::from(value.as_deref().unwrap_or_default());
+    pub fn new(request: Arc<InternalRequest>) -> Self {
+        Self(Arc::new(Fields {
+            request,
+            name: OnceLock::new(),
+            namespace: OnceLock::new(),
+            uid: OnceLock::new(),
+            pipeline: OnceLock::new(),
+            service_account: OnceLock::new(),
+            labels: OnceLock::new(),
+            annotations: OnceLock::new(),
+            resolver: OnceLock::new(),
+            params: OnceLock::new(),
+            timeouts: OnceLock::new(),
+        }))
+    }
 
-        let mut timeouts = BTreeMap::new();
-        if let Some(t) = &spec.timeouts {
-            for (key, value) in [
-                ("pipeline", &t.pipeline),
-                ("tasks", &t.tasks),
-                ("finally", &t.finally),
-            ] {
-                if let Some(value) = value {
-                    timeouts.insert(key.to_owned(), value.clone());
+    fn text(
+        cell: &OnceLock<ImmutableString>,
+        value: impl FnOnce() -> Option<String>,
+    ) -> ImmutableString {
+        cell.get_or_init(|| value().unwrap_or_default().into())
+            .clone()
+    }
+
+    fn value(cell: &OnceLock<Dynamic>, value: impl FnOnce() -> Dynamic) -> Dynamic {
+        cell.get_or_init(|| read_only(value())).clone()
+    }
+
+    fn name(&self) -> ImmutableString {
+        Self::text(&self.0.name, || self.0.request.metadata.name.clone())
+    }
+
+    fn namespace(&self) -> ImmutableString {
+        Self::text(&self.0.namespace, || {
+            self.0.request.metadata.namespace.clone()
+        })
+    }
+
+    fn uid(&self) -> ImmutableString {
+        Self::text(&self.0.uid, || self.0.request.metadata.uid.clone())
+    }
+
+    fn pipeline(&self) -> ImmutableString {
+        Self::text(&self.0.pipeline, || {
+            Some(self.0.request.spec.request.clone())
+        })
+    }
+
+    fn service_account(&self) -> ImmutableString {
+        Self::text(&self.0.service_account, || {
+            self.0.request.spec.service_account.clone()
+        })
+    }
+
+    fn labels(&self) -> Dynamic {
+        Self::value(&self.0.labels, || {
+            optional_map(self.0.request.metadata.labels.as_ref())
+        })
+    }
+
+    fn annotations(&self) -> Dynamic {
+        Self::value(&self.0.annotations, || {
+            optional_map(self.0.request.metadata.annotations.as_ref())
+        })
+    }
+
+    fn params(&self) -> Dynamic {
+        Self::value(&self.0.params, || string_map(&self.0.request.spec.params))
+    }
+
+    fn timeouts(&self) -> Dynamic {
+        Self::value(&self.0.timeouts, || {
+            let mut timeouts = BTreeMap::new();
+            if let Some(t) = &self.0.request.spec.timeouts {
+                for (key, value) in [
+                    ("pipeline", &t.pipeline),
+                    ("tasks", &t.tasks),
+                    ("finally", &t.finally),
+                ] {
+                    if let Some(value) = value {
+                        timeouts.insert(key.to_owned(), value.clone());
+                    }
                 }
             }
-        }
-        let (kind, resolver_params) = match spec.resolver() {
-            Some(r) => (
-                r.resolver.as_str(),
-                r.params
-                    .iter()
-                    .map(|p| (p.name.clone(), p.value.clone()))
-                    .collect(),
-            ),
-            None => ("", BTreeMap::new()),
-        };
+            string_map(&timeouts)
+        })
+    }
 
-        Self(Arc::new(RequestFields {
-            name: text(&meta.name),
-            namespace: text(&meta.namespace),
-            uid: text(&meta.uid),
-            labels: optional_map(meta.labels.as_ref()),
-            annotations: optional_map(meta.annotations.as_ref()),
-            pipeline: spec.request.as_str().into(),
-            resolver: read_only(object([
-                ("kind", kind.into()),
-                ("params", string_map(&resolver_params)),
-            ])),
-            params: read_only(string_map(&spec.params)),
-            service_account: text(&spec.service_account),
-            timeouts: read_only(string_map(&timeouts)),
-        }))
+    fn resolver(&self) -> Dynamic {
+        Self::value(&self.0.resolver, || {
+            let (kind, params) = match self.0.request.spec.resolver() {
+                Some(r) => (
+                    r.resolver.as_str(),
+                    r.params
+                        .iter()
+                        .map(|p| (p.name.clone(), p.value.clone()))
+                        .collect(),
+                ),
+                None => ("", BTreeMap::new()),
+            };
+            object([("kind", kind.into()), ("params", string_map(&params))])
+        })
     }
 }
 
 /// Registers the `Request` type and its read-only fields.
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<ScriptRequest>("Request");
-    engine.register_get("name", |r: &mut ScriptRequest| r.0.name.clone());
-    engine.register_get("namespace", |r: &mut ScriptRequest| r.0.namespace.clone());
-    engine.register_get("uid", |r: &mut ScriptRequest| r.0.uid.clone());
-    engine.register_get("labels", |r: &mut ScriptRequest| r.0.labels.clone());
-    engine.register_get("annotations", |r: &mut ScriptRequest| {
-        r.0.annotations.clone()
-    });
-    engine.register_get("pipeline", |r: &mut ScriptRequest| r.0.pipeline.clone());
-    engine.register_get("resolver", |r: &mut ScriptRequest| r.0.resolver.clone());
-    engine.register_get("params", |r: &mut ScriptRequest| r.0.params.clone());
+    engine.register_get("name", |r: &mut ScriptRequest| r.name());
+    engine.register_get("namespace", |r: &mut ScriptRequest| r.namespace());
+    engine.register_get("uid", |r: &mut ScriptRequest| r.uid());
+    engine.register_get("labels", |r: &mut ScriptRequest| r.labels());
+    engine.register_get("annotations", |r: &mut ScriptRequest| r.annotations());
+    engine.register_get("pipeline", |r: &mut ScriptRequest| r.pipeline());
+    engine.register_get("resolver", |r: &mut ScriptRequest| r.resolver());
+    engine.register_get("params", |r: &mut ScriptRequest| r.params());
     engine.register_get("service_account", |r: &mut ScriptRequest| {
-        r.0.service_account.clone()
+        r.service_account()
     });
-    engine.register_get("timeouts", |r: &mut ScriptRequest| r.0.timeouts.clone());
+    engine.register_get("timeouts", |r: &mut ScriptRequest| r.timeouts());
     engine.register_fn("to_string", |r: &mut ScriptRequest| {
-        format!("{}/{}", r.0.namespace, r.0.name)
+        format!("{}/{}", r.namespace(), r.name())
     });
     engine.register_fn("to_debug", |r: &mut ScriptRequest| {
-        format!("Request({}/{})", r.0.namespace, r.0.name)
+        format!("Request({}/{})", r.namespace(), r.name())
     });
 }
 
@@ -164,8 +224,8 @@ pub fn read_only(value: Dynamic) -> Dynamic {
 
 fn optional_map(map: Option<&BTreeMap<String, String>>) -> Dynamic {
     match map {
-        Some(map) if !map.is_empty() => read_only(string_map(map)),
-        _ => read_only(Map::new().into()),
+        Some(map) => string_map(map),
+        None => Map::new().into(),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Hostile and broken scripts: each must end quickly, deny, and say why.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Capture, Decision, FailureClass, PolicySet, SourceFile};
 use crate::api::{InternalRequest, InternalRequestSpec, InternalServicesConfigSpec};
 
-fn request() -> InternalRequest {
+fn request() -> Arc<InternalRequest> {
     let spec = InternalRequestSpec {
         request: "p".into(),
         params: [("bar".to_owned(), "x".to_owned())].into(),
@@ -13,7 +14,7 @@ fn request() -> InternalRequest {
     };
     let mut request = InternalRequest::new("r", spec);
     request.metadata.namespace = Some("team".into());
-    request
+    Arc::new(request)
 }
 
 fn config() -> InternalServicesConfigSpec {

@@ -186,12 +186,12 @@ impl PolicySet {
     /// executor.
     pub fn admit(
         &self,
-        request: &InternalRequest,
+        request: &Arc<InternalRequest>,
         config: &InternalServicesConfigSpec,
         capture: Capture,
     ) -> AdmissionReport {
         let args = (
-            Dynamic::from(ScriptRequest::new(request)),
+            Dynamic::from(ScriptRequest::new(request.clone())),
             self.config_value(config),
         );
         let resolver_form = request.spec.resolver().is_some();
