@@ -2,13 +2,15 @@
 //!
 //! Exit codes: 0 success; 1 a dry run denied a request, `policy check`
 //! found an error or `policy test` had a failing case; 2 the command could
-//! not do its work (bad flags, unreadable files, no cluster).
+//! not do its work (bad flags, unreadable files, no cluster); for `request
+//! submit --wait` and `request wait`, 21 a request failed or was rejected
+//! and 124 the wait timed out.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Runs Tekton Pipelines on a private cluster for InternalRequests made on a remote cluster",
     after_help = "Exit codes: 0 success; 1 a dry run denied a request, a check found an error, \
-                  or a test failed; 2 the command could not do its work."
+                  or a test failed; 2 the command could not do its work; 21 a waited-for request \
+                  failed or was rejected; 124 a wait timed out."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,17 +45,27 @@ pub enum Command {
     /// Work with admission policies offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Submit InternalRequests and wait for them, as a remote pipeline does.
+    #[command(subcommand)]
+    Request(RequestCommand),
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Kubeconfig of the remote cluster, where requests live (usually mounted from a Secret).
+    /// Kubeconfig of the remote cluster, where requests live (usually mounted
+    /// from a Secret). Re-read when the file changes.
     #[arg(long, env = "REMOTE_KUBECONFIG", alias = "remote-cluster-config-file")]
-    pub remote_kubeconfig: PathBuf,
+    pub remote_kubeconfig: Option<PathBuf>,
 
-    /// Name of the remote cluster; part of every run's identity and labels.
+    /// Name of that remote cluster; part of every run's identity and labels.
     #[arg(long, env = "REMOTE_CLUSTER_NAME", default_value = "remote", value_parser = dns_label)]
     pub remote_cluster_name: String,
+
+    /// A further remote cluster to serve, as NAME=KUBECONFIG; repeat for
+    /// several. Each is watched on its own, so one that is down does not
+    /// hold up the others.
+    #[arg(long = "remote", env = "REMOTE_CLUSTERS", value_delimiter = ',', value_parser = remote_cluster)]
+    pub remotes: Vec<RemoteCluster>,
 
     /// Namespace on the internal cluster for config, Pipelines, runs and policies
     /// (default: the pod's namespace).
@@ -81,7 +94,7 @@ pub struct RunArgs {
     #[arg(long, env = "REQUEST_SELECTOR")]
     pub request_selector: Option<String>,
 
-    /// Requests reconciled at the same time.
+    /// Requests reconciled at the same time, per remote cluster.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
@@ -90,9 +103,66 @@ pub struct RunArgs {
     #[arg(long, env = "CANCEL_GRACE_PERIOD", default_value = "2m", value_parser = duration)]
     pub cancel_grace_period: Duration,
 
+    /// Elect a leader through a Lease in the controller's namespace, so that
+    /// only one replica serves at a time.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of that Lease; controllers serving different remote clusters from
+    /// one namespace need different names.
+    #[arg(long, env = "LEASE_NAME", default_value = "internal-services", value_parser = dns_label)]
+    pub lease_name: String,
+
+    /// How long a leader's Lease lasts without renewal; a standby takes over
+    /// at most this long after the leader died.
+    #[arg(long, env = "LEASE_DURATION", default_value = "10s", value_parser = lease_duration)]
+    pub lease_duration: Duration,
+
+    /// This replica's identity in the Lease (default: the pod's name, else
+    /// the host name with a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Record Kubernetes Events on remote requests (admitted, rejected,
+    /// completed). Each is one more write to the remote cluster.
+    #[arg(long, env = "EVENTS", default_value_t = true, action = ArgAction::Set)]
+    pub events: bool,
+
     /// Address for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+}
+
+/// One remote cluster to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteCluster {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl RunArgs {
+    /// Every remote cluster to serve; at least one, names unique.
+    pub fn remote_clusters(&self) -> Result<Vec<RemoteCluster>, String> {
+        let mut all = Vec::new();
+        if let Some(path) = &self.remote_kubeconfig {
+            all.push(RemoteCluster {
+                name: self.remote_cluster_name.clone(),
+                kubeconfig: path.clone(),
+            });
+        }
+        all.extend(self.remotes.iter().cloned());
+        if all.is_empty() {
+            return Err(
+                "no remote cluster: give --remote-kubeconfig or --remote NAME=KUBECONFIG".into(),
+            );
+        }
+        let mut names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("remote cluster name '{}' is given twice", pair[0]));
+        }
+        Ok(all)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +262,105 @@ pub struct BenchArgs {
     pub requests: Vec<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Create an InternalRequest; with --wait, wait for its outcome.
+    Submit(SubmitArgs),
+    /// Wait for existing InternalRequests, by name or label selector.
+    Wait(WaitArgs),
+}
+
+/// Where the request commands find the remote cluster.
+#[derive(Debug, Args)]
+pub struct RemoteTarget {
+    /// Kubeconfig of the cluster where requests live (default: `KUBECONFIG`,
+    /// then the pod's service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the requests (default: the kubeconfig's, else `default`).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub target: RemoteTarget,
+
+    /// Pipeline to run, by name in the controller's namespace.
+    #[arg(
+        long,
+        required_unless_present = "resolver",
+        conflicts_with = "resolver"
+    )]
+    pub pipeline: Option<String>,
+
+    /// Tekton resolver to fetch the Pipeline with instead, such as `git`
+    /// (admitted only where a policy allows it).
+    #[arg(long)]
+    pub resolver: Option<String>,
+
+    /// Resolver parameter, such as `url=https://...`; repeat for several.
+    #[arg(long = "resolver-param", value_parser = key_value, requires = "resolver")]
+    pub resolver_params: Vec<(String, String)>,
+
+    /// Pipeline parameter as KEY=VALUE; repeat for several.
+    #[arg(long = "param", short = 'p', value_parser = key_value)]
+    pub params: Vec<(String, String)>,
+
+    /// Label on the request as KEY=VALUE; repeat for several.
+    #[arg(long = "label", short = 'l', value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+
+    /// Name of the request (default: generated from the pipeline's name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Timeout of the whole PipelineRun, such as `1h`.
+    #[arg(long)]
+    pub pipeline_timeout: Option<String>,
+
+    /// Timeout of its tasks.
+    #[arg(long)]
+    pub tasks_timeout: Option<String>,
+
+    /// Timeout of its finally tasks.
+    #[arg(long)]
+    pub finally_timeout: Option<String>,
+
+    /// Service account the run's tasks use.
+    #[arg(long)]
+    pub service_account: Option<String>,
+
+    /// Wait for the outcome: exit 0 when it succeeded, 21 when it failed or
+    /// was rejected, 124 when --timeout passed first.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long to wait, such as `30m`.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub target: RemoteTarget,
+
+    /// Name of the request to wait for.
+    #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+    pub name: Option<String>,
+
+    /// Wait for every request matching this label selector instead.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+
+    /// How long to wait, such as `30m`.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub timeout: Duration,
+}
+
 /// A DNS-1123 label: lowercase letters, digits and '-', at most 63 characters.
 fn dns_label(value: &str) -> Result<String, String> {
     match crate::admission::is_dns_label(value) {
@@ -202,6 +371,39 @@ fn dns_label(value: &str) -> Result<String, String> {
                 .to_owned(),
         ),
     }
+}
+
+/// `NAME=KUBECONFIG` of a remote cluster.
+fn remote_cluster(value: &str) -> Result<RemoteCluster, String> {
+    let (name, path) = value
+        .split_once('=')
+        .ok_or("must be NAME=KUBECONFIG, such as east=/etc/remotes/east/kubeconfig")?;
+    let name = dns_label(name).map_err(|err| format!("cluster name '{name}' {err}"))?;
+    if path.is_empty() {
+        return Err(format!("cluster '{name}' has no kubeconfig path"));
+    }
+    Ok(RemoteCluster {
+        name,
+        kubeconfig: PathBuf::from(path),
+    })
+}
+
+/// A lease duration: whole seconds, at least 2.
+fn lease_duration(value: &str) -> Result<Duration, String> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_secs(2) || parsed.subsec_nanos() != 0 {
+        return Err("must be whole seconds, at least 2s".to_owned());
+    }
+    Ok(parsed)
+}
+
+/// `KEY=VALUE`, as in `--param` and `--label`.
+fn key_value(value: &str) -> Result<(String, String), String> {
+    let (key, value) = value.split_once('=').ok_or("must be KEY=VALUE")?;
+    if key.is_empty() {
+        return Err("the key before '=' is empty".to_owned());
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// A duration such as `90s`, `2m` or `1h30m`.

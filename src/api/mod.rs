@@ -12,7 +12,8 @@ pub mod tekton;
 
 pub use config::{InternalServicesConfig, InternalServicesConfigSpec, VolumeClaim};
 pub use request::{
-    AdmissionRecord, InternalRequest, InternalRequestSpec, InternalRequestStatus, reasons,
+    AdmissionRecord, InternalRequest, InternalRequestSpec, InternalRequestStatus, PipelineSource,
+    ResolverParam, ResolverRef, Timeouts, reasons,
 };
 pub use tekton::{Pipeline, PipelineRun};
 

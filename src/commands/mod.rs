@@ -1,12 +1,16 @@
-//! The offline `policy` commands: check, dry-run, test and bench.
+//! The command-line tools besides the controller: the offline `policy`
+//! commands (check, dry-run, test, bench) and the `request` commands a
+//! remote pipeline uses.
 //!
-//! They read policies, configs and requests from files (or, for a what-if
-//! dry run, requests from a live cluster) and use the same admission code
-//! as the controller, so what they report is what the controller would do.
+//! The policy commands read policies, configs and requests from files (or,
+//! for a what-if dry run, requests from a live cluster) and use the same
+//! admission code as the controller, so what they report is what the
+//! controller would do.
 
 pub mod bench;
 pub mod check;
 pub mod dry_run;
+pub mod request;
 pub mod suite;
 
 use std::path::{Path, PathBuf};

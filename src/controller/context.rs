@@ -1,19 +1,21 @@
-//! Shared state of every reconcile: clients, caches and the policy set.
+//! Shared state of every reconcile of one remote cluster: clients, caches,
+//! the policy set, metrics and the Event recorder.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 
-use super::Settings;
 use super::reconcile::Error;
+use super::{Settings, SharedCaches};
 use crate::api::{
     CONFIG_NAME, InternalRequest, InternalServicesConfig, InternalServicesConfigSpec, Pipeline,
     PipelineRun,
 };
-use crate::metrics::{ClassLabels, Metrics, OutcomeLabels};
+use crate::metrics::{ClassLabels, ClusterLabels, Metrics, OutcomeLabels};
 use crate::policy::LivePolicies;
 
 /// Longest a reconcile waits for the caches to fill.
@@ -32,6 +34,7 @@ pub struct Context {
     pub runs: Store<PipelineRun>,
     pub backoff: Backoff,
     pub cancel_grace: Duration,
+    events: Option<Recorder>,
 }
 
 /// Failures in a row per request, for the retry delay.
@@ -71,22 +74,31 @@ fn key(request: &InternalRequest) -> String {
 impl Context {
     pub(super) fn new(
         settings: &Settings,
-        configs: Store<InternalServicesConfig>,
-        pipelines: Store<Pipeline>,
+        caches: &SharedCaches,
+        cluster: &str,
+        remote: Client,
         runs: Store<PipelineRun>,
     ) -> Self {
+        let events = settings.events.as_ref().map(|instance| {
+            let reporter = Reporter {
+                controller: "internal-services".into(),
+                instance: Some(instance.clone()),
+            };
+            Recorder::new(remote.clone(), reporter)
+        });
         Self {
-            remote: settings.remote.clone(),
+            remote,
             internal: settings.internal.clone(),
             namespace: settings.namespace.clone(),
-            cluster: settings.cluster.clone(),
+            cluster: cluster.to_owned(),
             policies: settings.policies.clone(),
             metrics: settings.metrics.clone(),
-            configs,
-            pipelines,
+            configs: caches.configs.clone(),
+            pipelines: caches.pipelines.clone(),
             runs,
             backoff: Backoff::default(),
             cancel_grace: settings.cancel_grace,
+            events,
         }
     }
 
@@ -155,10 +167,44 @@ impl Context {
     /// Counts a request reaching an outcome, by the rule or reason behind it.
     pub fn count_request(&self, outcome: &'static str, reason: &str) {
         let labels = OutcomeLabels {
+            cluster: self.cluster.clone(),
             outcome,
             reason: reason.to_owned(),
         };
         self.metrics.requests.get_or_create(&labels).inc();
+    }
+
+    /// Labels of this remote cluster's metrics.
+    pub fn cluster_labels(&self) -> ClusterLabels {
+        ClusterLabels {
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Records an Event on the remote request, in the background: an Event
+    /// is for people reading `kubectl describe`, so it never delays or
+    /// fails a reconcile.
+    pub fn record(&self, request: &InternalRequest, warning: bool, reason: &str, note: String) {
+        let Some(recorder) = self.events.clone() else {
+            return;
+        };
+        let reference = request.object_ref(&());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(crate::status::truncate(note, 1024)),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %err, "could not record an Event on the request");
+            }
+        });
     }
 
     /// Whether completed runs are kept; without a config they are not.

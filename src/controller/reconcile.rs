@@ -10,7 +10,7 @@
 //! so deleting a request never strands a run.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -72,7 +72,16 @@ const STALE_RETRY: Duration = Duration::from_millis(200);
 /// Reconciles one request.
 #[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
 pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let action = reconcile_request(&request, &ctx).await?;
+    let in_flight = ctx
+        .metrics
+        .reconciles_in_flight
+        .get_or_create(&ctx.cluster_labels())
+        .clone();
+    in_flight.inc();
+    let result = reconcile_request(&request, &ctx).await;
+    in_flight.dec();
+
+    let action = result?;
     ctx.backoff.forget(&request);
     Ok(action)
 }
@@ -130,6 +139,7 @@ async fn admit_and_start(
     let policies = ctx.policies.current();
     let (namespace, req, cfg) = (ctx.namespace.clone(), request.clone(), config.clone());
 
+    let started = Instant::now();
     let decided = tokio::task::spawn_blocking(move || {
         let facts = Facts {
             namespace: &namespace,
@@ -139,6 +149,9 @@ async fn admit_and_start(
         admission::decide(&req, facts, &policies, Capture::default())
     })
     .await?;
+    ctx.metrics
+        .admission_seconds
+        .observe(started.elapsed().as_secs_f64());
     ctx.count_policy_failures(&decided);
 
     let (Admission::Admit, Some(config)) = (&decided.admission, config) else {
@@ -147,13 +160,14 @@ async fn admit_and_start(
             Admission::Admit => "config disappeared during admission".to_owned(),
         };
         tracing::info!(rule = %decided.record.decided_by, %message, policies = %decided.record.policy_set, "request rejected");
-        ctx.count_request(reasons::REJECTED, &decided.record.decided_by);
         write_status(
             ctx,
             request,
             status::rejected(request, &message, &decided.record),
         )
         .await?;
+        ctx.count_request(reasons::REJECTED, &decided.record.decided_by);
+        ctx.record(request, true, reasons::REJECTED, message);
         return Ok(Action::await_change());
     };
 
@@ -192,8 +206,9 @@ async fn admit_and_start(
             tracing::info!(%message, "request rejected");
             let mut record = decided.record.clone();
             record.decided_by = "internal-cluster".to_owned();
-            ctx.count_request(reasons::REJECTED, &record.decided_by);
             write_status(ctx, request, status::rejected(request, &message, &record)).await?;
+            ctx.count_request(reasons::REJECTED, &record.decided_by);
+            ctx.record(request, true, reasons::REJECTED, message);
             return Ok(Action::await_change());
         }
         Err(source) => {
@@ -207,6 +222,15 @@ async fn admit_and_start(
     let run_ref = format!("{}/{run_name}", ctx.namespace);
     let patch = status::running(request, &run_ref, Some(&decided.record));
     write_status(ctx, request, patch).await?;
+    ctx.record(
+        request,
+        false,
+        "Admitted",
+        format!(
+            "admitted by {}; PipelineRun {run_ref} created",
+            decided.record.decided_by
+        ),
+    );
     Ok(Action::await_change())
 }
 
@@ -224,8 +248,9 @@ async fn follow(
             "PipelineRun {run_ref} was changed by someone else ({change}); its outcome would not be this request's"
         );
         tracing::warn!(%message, "run altered");
+        write_status(ctx, request, status::lost(request, message.clone())).await?;
         ctx.count_request(reasons::FAILED, "RunAltered");
-        write_status(ctx, request, status::lost(request, message)).await?;
+        ctx.record(request, true, reasons::FAILED, message);
         return Ok(Action::await_change());
     }
 
@@ -238,14 +263,21 @@ async fn follow(
             Ok(Action::await_change())
         }
         RunState::Finished(outcome) => {
-            tracing::info!(run = %run_ref, succeeded = outcome.succeeded, "run finished; relaying outcome");
+            let started = Instant::now();
             write_status(ctx, request, status::finished(request, &outcome)).await?;
+            ctx.metrics
+                .relay_seconds
+                .get_or_create(&ctx.cluster_labels())
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(run = %run_ref, succeeded = outcome.succeeded, "run finished; outcome relayed");
+
             let reason = if outcome.succeeded {
                 reasons::SUCCEEDED
             } else {
                 reasons::FAILED
             };
             ctx.count_request(reason, reason);
+            ctx.record(request, !outcome.succeeded, reason, outcome.message.clone());
             settle(ctx, request, Some(run)).await
         }
     }
@@ -304,8 +336,9 @@ async fn confirm_lost(
         ctx.namespace
     );
     tracing::warn!(%message, "run lost");
+    write_status(ctx, request, status::lost(request, message.clone())).await?;
     ctx.count_request(reasons::FAILED, "RunLost");
-    write_status(ctx, request, status::lost(request, message)).await?;
+    ctx.record(request, true, reasons::FAILED, message);
     Ok(Action::await_change())
 }
 

@@ -21,6 +21,16 @@ pub struct ControllerOptions<'a> {
     pub policies: PathBuf,
     /// Label selector limiting which remote requests this controller serves.
     pub request_selector: Option<String>,
+    /// Identity in the leader lease. A controller restarted with the same
+    /// identity, as a container restarted in its pod, leads again at once.
+    pub identity: String,
+    /// The remote clusters as `--remote NAME=KUBECONFIG`; empty means the
+    /// plane's remote as `--remote-kubeconfig`.
+    pub remotes: Vec<(String, PathBuf)>,
+    /// Kubeconfig of the internal cluster (default: the plane's admin one).
+    pub internal_kubeconfig: Option<PathBuf>,
+    /// Log file name suffix, for several controllers in one namespace.
+    pub log_suffix: String,
     pub extra_args: Vec<String>,
 }
 
@@ -31,6 +41,10 @@ impl<'a> ControllerOptions<'a> {
             namespace,
             policies: repo_root().join("policies"),
             request_selector: None,
+            identity: format!("{namespace}-controller"),
+            remotes: Vec::new(),
+            internal_kubeconfig: None,
+            log_suffix: String::new(),
             extra_args: Vec::new(),
         }
     }
@@ -38,9 +52,10 @@ impl<'a> ControllerOptions<'a> {
 
 impl ControllerProcess {
     pub fn start(plane: &ControlPlane, options: ControllerOptions<'_>) -> Self {
-        let log = plane
-            .dir
-            .join(format!("controller-{}.log", options.namespace));
+        let log = plane.dir.join(format!(
+            "controller-{}{}.log",
+            options.namespace, options.log_suffix
+        ));
         // Appended to, so that the logs of a restarted controller follow
         // those of the one before it.
         let file = std::fs::OpenOptions::new()
@@ -55,15 +70,21 @@ impl ControllerProcess {
             .arg("--")
             .arg(options.binary)
             .arg("run")
-            .arg("--remote-kubeconfig")
-            .arg(&plane.remote.kubeconfig)
             .arg("--namespace")
             .arg(options.namespace)
             .arg("--policies")
             .arg(&options.policies)
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .arg("--identity")
+            .arg(&options.identity)
             .args(&options.extra_args)
-            .env("KUBECONFIG", &plane.internal.kubeconfig)
+            .env(
+                "KUBECONFIG",
+                options
+                    .internal_kubeconfig
+                    .as_ref()
+                    .unwrap_or(&plane.internal.kubeconfig),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,internal_services=debug".into()),
@@ -74,10 +95,81 @@ impl ControllerProcess {
         if let Some(selector) = &options.request_selector {
             command.arg("--request-selector").arg(selector);
         }
+        if options.remotes.is_empty() {
+            command
+                .arg("--remote-kubeconfig")
+                .arg(&plane.remote.kubeconfig);
+        }
+        for (name, kubeconfig) in &options.remotes {
+            command
+                .arg("--remote")
+                .arg(format!("{name}={}", kubeconfig.display()));
+        }
 
         let mut child = command.spawn().expect("start controller");
         let stdin = child.stdin.take();
         Self { child, stdin, log }
+    }
+
+    /// The address of the controller's `/metrics` and probes, read from its
+    /// log once it serves them.
+    pub async fn metrics_addr(&self) -> std::net::SocketAddr {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter(|l| l.contains("serving metrics and probes"))
+                .filter_map(|l| l.split("addr=").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+                .next_back();
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "controller never served metrics"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the log has a line containing `text`.
+    pub async fn wait_for_log(&self, text: &str, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(text) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {text:?} within {within:?}:\n{}",
+                self.log_tail(30)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the controller to stop as Kubernetes does (SIGTERM) and waits.
+    pub fn terminate(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        }
+        let _ = self.child.wait();
+        drop(self.stdin.take());
+    }
+
+    fn pids(&self) -> Vec<String> {
+        let supervisor = self.child.id().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &supervisor])
+            .output()
+            .expect("run pgrep");
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The last lines of the controller's log.
@@ -90,14 +182,8 @@ impl ControllerProcess {
     /// Kills the controller process with SIGKILL, as the kernel's OOM killer
     /// or a node failure would: no signal handler, no cleanup.
     pub fn kill_hard(&mut self) {
-        let supervisor = self.child.id().to_string();
-        let children = Command::new("pgrep")
-            .args(["-P", &supervisor])
-            .output()
-            .expect("run pgrep");
-        let pids = String::from_utf8_lossy(&children.stdout).to_string();
-        for pid in pids.split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
         self.stop();
     }
