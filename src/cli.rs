@@ -182,6 +182,23 @@ pub enum PolicyCommand {
     Test(TestArgs),
     /// Measure decisions per second and latency percentiles.
     Bench(BenchArgs),
+    /// Print the ConfigMap that carries a policy directory into a cluster.
+    Configmap(ConfigMapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigMapArgs {
+    /// Directory of `*.rhai` policies.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+
+    /// Name of the ConfigMap.
+    #[arg(long, default_value = "internal-services-policies")]
+    pub name: String,
+
+    /// Write it to this file instead of printing it.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 /// Where offline commands read policies from.

@@ -9,12 +9,13 @@ use kube::CustomResourceExt;
 
 use crate::api::{InternalRequest, InternalServicesConfig};
 
-/// Every CRD this project owns, with the file name it is kept under.
+/// Every CRD this project owns, with the file it is kept under: the
+/// request's belongs on the remote cluster, the config's on the internal one.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("internalrequests.yaml", InternalRequest::crd()),
+        ("remote/internalrequests.yaml", InternalRequest::crd()),
         (
-            "internalservicesconfigs.yaml",
+            "internal/internalservicesconfigs.yaml",
             InternalServicesConfig::crd(),
         ),
     ]
@@ -35,6 +36,10 @@ pub fn emit(dir: Option<&Path>) -> anyhow::Result<()> {
         match dir {
             Some(dir) => {
                 let path = dir.join(file);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
                 std::fs::write(&path, yaml)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }

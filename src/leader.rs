@@ -3,14 +3,19 @@
 //! A Lease in the controller's namespace holds the leader's identity; the
 //! `kube-lease-manager` crate takes, renews and releases it. A standby waits
 //! until the lease expires (at most its duration after the leader died) and
-//! takes over. A leader that loses the lease stops serving at once: another
-//! replica may already be running requests, and two leaders could race on
-//! the same request.
+//! takes over. A leader stopped with SIGTERM releases the lease; a standby
+//! also watches the Lease, so it takes a released lease at once instead of
+//! sleeping until the old expiry. A leader that loses the lease stops
+//! serving at once: another replica may already be running requests, and
+//! two leaders could race on the same request.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,33 +31,22 @@ pub struct LeaseSettings {
 /// A running election for one lease.
 pub struct Election {
     leading: watch::Receiver<bool>,
-    task: JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+    task: JoinHandle<()>,
     identity: String,
 }
 
 impl Election {
     /// Joins the election; creates the Lease if it does not exist.
     pub async fn join(client: Client, settings: LeaseSettings) -> anyhow::Result<Self> {
-        let seconds = settings.duration.as_secs();
-        let manager = LeaseManagerBuilder::new(client, &settings.name)
-            .with_namespace(&settings.namespace)
-            .with_identity(&settings.identity)
-            .with_duration(seconds)
-            .with_grace(renew_margin(seconds))
-            .build()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot use Lease {}/{} for leader election",
-                    settings.namespace, settings.name
-                )
-            })?;
-        let (leading, task) = manager.watch().await;
-        tracing::info!(lease = %settings.name, identity = %settings.identity, "joined leader election");
+        let manager = manager(&client, &settings).await?;
+        let (sender, leading) = watch::channel(false);
+        let identity = settings.identity.clone();
+        tracing::info!(lease = %settings.name, %identity, "joined leader election");
+        let task = tokio::spawn(campaign(client, settings, manager, sender));
         Ok(Self {
             leading,
             task,
-            identity: settings.identity,
+            identity,
         })
     }
 
@@ -73,14 +67,85 @@ impl Election {
     /// Gives the lease up so a standby takes over at once, not after it expires.
     pub async fn release(self) {
         drop(self.leading);
-        match self.task.await {
-            Ok(Ok(_)) => tracing::info!(identity = %self.identity, "lease released"),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "could not release the lease; it expires on its own")
+        if let Err(err) = self.task.await {
+            tracing::warn!(identity = %self.identity, error = %err, "lease task failed; the lease expires on its own");
+        }
+    }
+}
+
+async fn manager(client: &Client, settings: &LeaseSettings) -> anyhow::Result<LeaseManager> {
+    let seconds = settings.duration.as_secs();
+    LeaseManagerBuilder::new(client.clone(), &settings.name)
+        .with_namespace(&settings.namespace)
+        .with_identity(&settings.identity)
+        .with_duration(seconds)
+        .with_grace(renew_margin(seconds))
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot use Lease {}/{} for leader election",
+                settings.namespace, settings.name
+            )
+        })
+}
+
+/// Takes and keeps the lease, reporting every change to `sender`, until all
+/// receivers are gone; then releases it.
+///
+/// A standby's lease manager sleeps until the expiry it last saw. When the
+/// Lease is released before that, the standby builds a fresh manager, which
+/// reads the Lease anew and takes it; a standby holds nothing, so dropping
+/// its manager loses nothing.
+async fn campaign(
+    client: Client,
+    settings: LeaseSettings,
+    mut manager: LeaseManager,
+    sender: watch::Sender<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", settings.name));
+    let released = watcher(leases, config)
+        .default_backoff()
+        .applied_objects()
+        .filter(|lease| {
+            let free = lease
+                .as_ref()
+                .is_ok_and(|l| l.spec.as_ref().is_none_or(|s| s.holder_identity.is_none()));
+            std::future::ready(free)
+        });
+    futures::pin_mut!(released);
+
+    loop {
+        let leading = *sender.borrow();
+        tokio::select! {
+            biased;
+            _ = sender.closed() => break,
+            changed = manager.changed() => match changed {
+                Ok(now) => {
+                    if sender.send(now).is_err() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "leader election failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            Some(_) = released.next(), if !leading => {
+                tracing::debug!("lease released by its holder; looking again");
+                match self::manager(&client, &settings).await {
+                    Ok(fresh) => manager = fresh,
+                    Err(err) => tracing::warn!(error = %format!("{err:#}"), "cannot read the released lease"),
+                }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "lease task failed; the lease expires on its own")
-            }
+        }
+    }
+
+    match manager.release().await {
+        Ok(()) => tracing::info!("lease released"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not release the lease; it expires on its own")
         }
     }
 }

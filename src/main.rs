@@ -44,6 +44,7 @@ fn run_policy_command(command: PolicyCommand) -> anyhow::Result<bool> {
         PolicyCommand::DryRun(args) => commands::dry_run::run(&args, out),
         PolicyCommand::Test(args) => commands::suite::run(&args, out).map(|s| s.failed == 0),
         PolicyCommand::Bench(args) => commands::bench::run(&args, out).map(|_| true),
+        PolicyCommand::Configmap(args) => commands::configmap::run(&args, out),
     }
 }
 

@@ -180,7 +180,7 @@ impl RunsInFlight {
 impl Collector for RunsInFlight {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut metric = encoder.encode_descriptor(
-            "internal_services_runs_in_flight",
+            "runs_in_flight",
             "PipelineRuns created for requests that have not finished yet",
             None,
             MetricType::Gauge,

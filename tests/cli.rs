@@ -82,7 +82,10 @@ fn committed_crds_match_the_generated_ones() {
     let output = Command::new(BINARY).arg("crd").output().unwrap();
     assert!(output.status.success());
     let generated = String::from_utf8(output.stdout).unwrap();
-    for file in ["internalrequests.yaml", "internalservicesconfigs.yaml"] {
+    for file in [
+        "remote/internalrequests.yaml",
+        "internal/internalservicesconfigs.yaml",
+    ] {
         let committed = std::fs::read_to_string(repo(&format!("deploy/crds/{file}"))).unwrap();
         assert!(
             generated.contains(&committed),
@@ -90,6 +93,44 @@ fn committed_crds_match_the_generated_ones() {
              `cargo run -- crd --output-dir deploy/crds`"
         );
     }
+}
+
+#[test]
+fn deployed_policy_configmap_matches_the_policies_directory() {
+    let output = Command::new(BINARY)
+        .args(["policy", "configmap", "--policies", "policies"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let committed = std::fs::read_to_string(repo("deploy/internal/policies.yaml")).unwrap();
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        committed,
+        "deploy/internal/policies.yaml differs from policies/; regenerate with \
+         `cargo run -- policy configmap --output deploy/internal/policies.yaml`"
+    );
+}
+
+#[test]
+fn configmap_refuses_policies_that_do_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("10-broken.rhai"),
+        "fn admit(request, config) {",
+    )
+    .unwrap();
+    let (code, _) = run(&[
+        "policy",
+        "configmap",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
 }
 
 fn run(args: &[&str]) -> (Option<i32>, String) {

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod configmap;
 pub mod dry_run;
 pub mod request;
 pub mod suite;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::ListParams;
 use kube::runtime::controller::{Config as ControllerConfig, Error as ControllerError};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -28,10 +28,14 @@ use crate::api::tekton::{annotations, labels};
 use crate::api::{InternalRequest, PipelineRun};
 use crate::cli::RemoteCluster;
 use crate::clusters;
+use crate::metrics::ClusterLabels;
 use crate::shutdown::Stop;
 
 /// How long to wait before retrying a kubeconfig that could not be used.
 const RETRY_CONNECT: Duration = Duration::from_secs(10);
+
+/// How long reconciles in flight may take to finish once serving stops.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Serves `remote` until `stop` trips, reconnecting when its kubeconfig
 /// changes.
@@ -64,7 +68,7 @@ pub(super) async fn serve(
         if stop.is_stopping() {
             return;
         }
-        tracing::info!(cluster = %remote.name, kubeconfig = %path.display(), "remote kubeconfig changed or retrying; connecting again");
+        tracing::info!(cluster = %remote.name, kubeconfig = %path.display(), "connecting to the remote cluster again");
     }
 }
 
@@ -123,11 +127,25 @@ async fn serve_with(
     let context = Arc::new(Context::new(settings, caches, &remote.name, client, runs));
     tracing::info!(namespace = %ns, cluster = %remote.name, policies = %settings.policies.current().hash(), "serving remote cluster");
 
+    // The Controller stops gracefully on `until`, finishing reconciles in
+    // flight. It cannot notice the trigger while it waits for a first list
+    // of requests (a remote cluster that is down, a revoked token), so once
+    // no reconcile of this cluster is in flight (or the grace period is
+    // over) it is dropped instead: what it had not started yet is listed
+    // again by the next connection.
+    let until = until.shared();
+    let in_flight = settings
+        .metrics
+        .reconciles_in_flight
+        .get_or_create(&ClusterLabels {
+            cluster: remote.name.clone(),
+        })
+        .clone();
     let cluster = remote.name.clone();
-    Controller::new(requests, request_watch)
+    let serving = Controller::new(requests, request_watch)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(run_events, request_of_run)
-        .graceful_shutdown_on(until)
+        .graceful_shutdown_on(until.clone())
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| {
             let cluster = cluster.clone();
@@ -140,8 +158,18 @@ async fn serve_with(
                     Ok(_) => {}
                 }
             }
-        })
-        .await;
+        });
+    let idle = async {
+        until.await;
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = idle => {}
+    }
     tracing::info!(cluster = %remote.name, "stopped serving remote cluster");
 }
 
@@ -224,6 +252,7 @@ impl KubeconfigWatch {
             tokio::time::sleep(Duration::from_millis(200)).await;
             while self.events.try_recv().is_ok() {}
             if self::fingerprint(&self.path) != fingerprint {
+                tracing::info!(kubeconfig = %self.path.display(), "remote kubeconfig changed; reconnecting");
                 return;
             }
         }

@@ -144,29 +144,83 @@ impl ControlPlane {
 
     /// Stops the remote API server (etcd keeps its data).
     pub fn stop_remote(&self) {
+        self.stop_server("remote");
+    }
+
+    /// Starts the remote API server again on its old port and waits until it
+    /// serves.
+    pub async fn start_remote(&self) {
+        self.restart_server(&self.remote).await;
+    }
+
+    /// Starts one more remote API server, `name`, on the same etcd with its
+    /// own prefix, with the InternalRequest CRD installed.
+    pub async fn start_extra_remote(&self, name: &'static str) -> ApiServer {
+        let port = free_port();
+        let server = start_apiserver(&self.dir, &self.bin, name, port, self.etcd_port);
+        self.guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(named(name, server));
+        let kubeconfig = self.dir.join(format!("{name}.kubeconfig"));
+        write_kubeconfig(
+            &kubeconfig,
+            &self.dir.join("ca.crt"),
+            port,
+            &self.admin_token(),
+        );
+        let server = ApiServer {
+            name,
+            port,
+            kubeconfig,
+        };
+        self.wait_ready(&server).await;
+        let crd = repo_root().join("deploy/crds/remote/internalrequests.yaml");
+        install_crd_files(&server.client().await, &[crd]).await;
+        server
+    }
+
+    /// Stops the API server started as `name` (etcd keeps its data).
+    pub fn stop_server(&self, name: &str) {
         let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = guards.iter().position(|(name, ..)| name == "remote") {
+        if let Some(index) = guards.iter().position(|(n, ..)| n == name) {
             let (_, mut child, stdin) = guards.remove(index);
             drop(stdin);
             let _ = child.wait();
         }
     }
 
-    /// Starts the remote API server again on its old port and waits until it
-    /// serves.
-    pub async fn start_remote(&self) {
-        let server = start_apiserver(
+    /// Starts the API server `server` again on its old port.
+    pub async fn restart_server(&self, server: &ApiServer) {
+        let process = start_apiserver(
             &self.dir,
             &self.bin,
-            "remote",
-            self.remote.port,
+            server.name,
+            server.port,
             self.etcd_port,
         );
         self.guards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(named("remote", server));
-        self.wait_ready(&self.remote).await;
+            .push(named(server.name, process));
+        self.wait_ready(server).await;
+    }
+
+    /// The kubectl built with the control plane.
+    pub fn kubectl(&self) -> PathBuf {
+        self.bin.join("kubectl")
+    }
+
+    /// A kubeconfig for `server` signed in with `token` (a ServiceAccount's).
+    pub fn kubeconfig_with_token(&self, server: &ApiServer, file: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(file);
+        write_kubeconfig(&path, &self.dir.join("ca.crt"), server.port, token);
+        path
+    }
+
+    fn admin_token(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("tokens.csv")).expect("tokens.csv");
+        text.split(',').next().expect("admin token").to_owned()
     }
 
     async fn wait_ready(&self, server: &ApiServer) {
@@ -191,9 +245,9 @@ impl ControlPlane {
     async fn install_crds(&self) {
         let root = repo_root();
         let ours = root.join("deploy/crds");
-        let remote = [ours.join("internalrequests.yaml")];
+        let remote = [ours.join("remote/internalrequests.yaml")];
         let internal = [
-            ours.join("internalservicesconfigs.yaml"),
+            ours.join("internal/internalservicesconfigs.yaml"),
             root.join("tests/crds/tekton.yaml"),
         ];
         install_crd_files(&self.remote.client().await, &remote).await;

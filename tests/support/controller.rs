@@ -134,6 +134,24 @@ impl ControllerProcess {
         }
     }
 
+    /// The controller's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr().await;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to /metrics");
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read /metrics");
+        let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        body.to_owned()
+    }
+
     /// Waits until the log has a line containing `text`.
     pub async fn wait_for_log(&self, text: &str, within: std::time::Duration) {
         let deadline = std::time::Instant::now() + within;
