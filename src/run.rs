@@ -72,10 +72,7 @@ pub fn build(
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         labels: Some(run_labels(cluster, request)),
-        annotations: Some(BTreeMap::from([(
-            annotations::REQUEST.to_owned(),
-            request_key(request),
-        )])),
+        annotations: Some(BTreeMap::new()),
         ..Default::default()
     };
 
@@ -104,17 +101,35 @@ pub fn build(
         status: None,
     };
 
-    PipelineRun {
+    let mut run = PipelineRun {
         metadata,
         spec,
         status: None,
-    }
+    };
+    let recorded = BTreeMap::from([
+        (annotations::REQUEST.to_owned(), request_key(request)),
+        (annotations::SPEC_HASH.to_owned(), spec_hash(&run)),
+    ]);
+    run.metadata.annotations = Some(recorded);
+    run
+}
+
+/// A hash of what a run runs: its pipelineRef and its params.
+fn spec_hash(run: &PipelineRun) -> String {
+    let what = json!({
+        "pipelineRef": run.spec.pipeline_ref,
+        "params": run.spec.params,
+    });
+    short_hash(&what.to_string(), 16)
 }
 
 /// What someone else changed on `run` that makes it no longer the run this
 /// controller built for `request`, if anything. Only what the controller
 /// set and Tekton never rewrites is compared: the links back to the
-/// request, what runs, and its parameters.
+/// request, and what runs with which parameters, against the hash recorded
+/// when the run was created (not against the request's spec as it is now,
+/// which the CRD keeps from changing, and which in any case is not what
+/// the run was started with).
 pub fn altered(run: &PipelineRun, cluster: &str, request: &InternalRequest) -> Option<String> {
     let expected = run_labels(cluster, request);
     for key in [
@@ -139,28 +154,19 @@ pub fn altered(run: &PipelineRun, cluster: &str, request: &InternalRequest) -> O
         ));
     }
 
-    let reference = run.spec.pipeline_ref.as_ref();
-    let wanted = pipeline_ref(request);
-    let same_pipeline = reference.is_some_and(|r| {
-        r.name == wanted.name && r.resolver == wanted.resolver && r.params == wanted.params
-    });
-    if !same_pipeline {
-        return Some("its pipelineRef was changed".to_owned());
+    let recorded = run
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::SPEC_HASH));
+    match recorded {
+        Some(hash) if *hash == spec_hash(run) => None,
+        Some(_) => Some("its pipelineRef or params were changed".to_owned()),
+        None => Some(format!(
+            "its annotation {} was removed",
+            annotations::SPEC_HASH
+        )),
     }
-
-    let params: BTreeMap<&str, &serde_json::Value> = run
-        .spec
-        .params
-        .iter()
-        .map(|p| (p.name.as_str(), &p.value))
-        .collect();
-    let same_params = params.len() == request.spec.params.len()
-        && request
-            .spec
-            .params
-            .iter()
-            .all(|(name, value)| params.get(name.as_str()) == Some(&&json!(value)));
-    (!same_params).then(|| "its params were changed".to_owned())
 }
 
 /// By name for the seed's form, by resolver for upstream's.
@@ -347,8 +353,12 @@ mod tests {
         changed.spec.params[0].value = json!("quay.io/evil");
         assert_eq!(
             altered(&changed, "remote", &req).as_deref(),
-            Some("its params were changed")
+            Some("its pipelineRef or params were changed")
         );
+
+        let mut edited_request = req.clone();
+        edited_request.spec.request = "other".to_owned();
+        assert_eq!(altered(&run, "remote", &edited_request), None);
 
         let mut relabelled = run.clone();
         relabelled

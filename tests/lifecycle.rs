@@ -201,6 +201,26 @@ async fn a_run_changed_by_someone_else_fails_the_request() {
 }
 
 #[tokio::test]
+async fn the_spec_of_a_request_cannot_change_once_created() {
+    let (case, team, _controller) = world("immutable", &[]).await;
+    let run = start(&case, &team, "release").await;
+
+    let patch = json!({ "spec": { "request": "other-pipeline", "params": { "bar": "x" } } });
+    let refused = case
+        .requests(&team)
+        .patch("release", &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    match refused {
+        Err(kube::Error::Api(e)) => assert!(e.message.contains("immutable"), "{}", e.message),
+        other => panic!("the spec edit was not refused: {other:?}"),
+    }
+
+    tekton::finish_run(&case.runs(), &run, true, "done", json!({ "out": "real" })).await;
+    let done = case.wait_for_reason(&team, "release", "Succeeded").await;
+    assert_eq!(done.status.unwrap().results["out"], "real");
+}
+
+#[tokio::test]
 async fn deleting_the_config_mid_flight_strands_nothing() {
     let (case, team, _controller) = world("config-deleted", &[]).await;
     let run = start(&case, &team, "in-flight").await;

@@ -42,6 +42,10 @@ pub mod reasons {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self == oldSelf",
+    "message": "spec is immutable: create a new InternalRequest instead"
+}]))]
 pub struct InternalRequestSpec {
     /// Name of the Tekton Pipeline to run; it must exist in the controller's namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]

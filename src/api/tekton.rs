@@ -119,6 +119,9 @@ pub mod labels {
 /// Annotations carrying values that may not fit in a label.
 pub mod annotations {
     pub const REQUEST: &str = "internal-services.appstudio.openshift.io/request";
+    /// A hash of what the run was created to run (its pipelineRef and
+    /// params), to notice when someone else changes them.
+    pub const SPEC_HASH: &str = "internal-services.appstudio.openshift.io/spec-hash";
 }
 
 impl PipelineRun {

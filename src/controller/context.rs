@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
+use tokio::sync::watch;
 
 use super::reconcile::Error;
 use super::{Settings, SharedCaches};
@@ -35,6 +36,40 @@ pub struct Context {
     pub backoff: Backoff,
     pub cancel_grace: Duration,
     events: Option<Recorder>,
+    /// Whether the caches hold a full list, as one task found out.
+    ready: watch::Receiver<Filling>,
+}
+
+/// Where the caches stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Filling {
+    Waiting,
+    Ready,
+    /// A cache's writer went away before it was filled.
+    Gone,
+}
+
+/// Waits for `fill` in one task and publishes the result to many.
+///
+/// A store's own wait wakes only the last of several waiters, so a burst of
+/// reconciles waiting on it directly would sit until their timeout; one
+/// waiter per store, and a watch channel for everyone else, avoids that.
+pub(super) fn publish_filling(
+    fill: impl Future<Output = Filling> + Send + 'static,
+) -> watch::Receiver<Filling> {
+    let (sender, receiver) = watch::channel(Filling::Waiting);
+    tokio::spawn(async move {
+        let _ = sender.send(fill.await);
+    });
+    receiver
+}
+
+/// Resolves once `filling` is no longer waiting.
+pub(super) async fn filled(mut filling: watch::Receiver<Filling>) -> Filling {
+    match filling.wait_for(|state| *state != Filling::Waiting).await {
+        Ok(state) => *state,
+        Err(_) => Filling::Gone,
+    }
 }
 
 /// Failures in a row per request, for the retry delay.
@@ -86,7 +121,20 @@ impl Context {
             };
             Recorder::new(remote.clone(), reporter)
         });
+        let (shared, own, policies) = (
+            caches.filling.clone(),
+            runs.clone(),
+            settings.policies.clone(),
+        );
+        let ready = publish_filling(async move {
+            if filled(shared).await != Filling::Ready || own.wait_until_ready().await.is_err() {
+                return Filling::Gone;
+            }
+            policies.wait_loaded().await;
+            Filling::Ready
+        });
         Self {
+            ready,
             remote,
             internal: settings.internal.clone(),
             namespace: settings.namespace.clone(),
@@ -108,17 +156,13 @@ impl Context {
     /// Bounded, so that a reconcile never outlives a shutdown because a watch
     /// keeps failing: it gives up and is retried instead.
     pub async fn caches_ready(&self) -> Result<(), Error> {
-        let wait = async {
-            let gone = |_| Error::CacheGone;
-            self.configs.wait_until_ready().await.map_err(gone)?;
-            self.pipelines.wait_until_ready().await.map_err(gone)?;
-            self.runs.wait_until_ready().await.map_err(gone)?;
-            self.policies.wait_loaded().await;
-            Ok(())
-        };
-        tokio::time::timeout(CACHE_WAIT, wait)
-            .await
-            .map_err(|_| Error::CacheNotReady(CACHE_WAIT))?
+        let mut ready = self.ready.clone();
+        let wait = ready.wait_for(|state| *state != Filling::Waiting);
+        match tokio::time::timeout(CACHE_WAIT, wait).await {
+            Ok(Ok(state)) if *state == Filling::Ready => Ok(()),
+            Ok(_) => Err(Error::CacheGone),
+            Err(_) => Err(Error::CacheNotReady(CACHE_WAIT)),
+        }
     }
 
     /// The config, if it exists.

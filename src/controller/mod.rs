@@ -59,6 +59,8 @@ pub struct Settings {
 pub(crate) struct SharedCaches {
     configs: Store<InternalServicesConfig>,
     pipelines: Store<Pipeline>,
+    /// Whether both hold a full list.
+    filling: tokio::sync::watch::Receiver<context::Filling>,
 }
 
 /// Readiness for `/readyz`: policies loaded, and this replica either
@@ -99,15 +101,25 @@ impl crate::metrics::Health for Readiness {
 pub async fn run(settings: Settings, stop: Stop) -> anyhow::Result<()> {
     let ns = settings.namespace.clone();
     let internal = settings.internal.clone();
+    let configs = spawn_cache::<InternalServicesConfig>(
+        Api::namespaced(internal.clone(), &ns),
+        watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
+    );
+    let pipelines = spawn_cache::<Pipeline>(
+        Api::namespaced(internal.clone(), &ns),
+        watcher::Config::default(),
+    );
+    let (c, p) = (configs.clone(), pipelines.clone());
+    let filling = context::publish_filling(async move {
+        match (c.wait_until_ready().await, p.wait_until_ready().await) {
+            (Ok(()), Ok(())) => context::Filling::Ready,
+            _ => context::Filling::Gone,
+        }
+    });
     let caches = SharedCaches {
-        configs: spawn_cache::<InternalServicesConfig>(
-            Api::namespaced(internal.clone(), &ns),
-            watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
-        ),
-        pipelines: spawn_cache::<Pipeline>(
-            Api::namespaced(internal.clone(), &ns),
-            watcher::Config::default(),
-        ),
+        configs,
+        pipelines,
+        filling,
     };
 
     let settings = Arc::new(settings);

@@ -44,6 +44,9 @@ pub mod limits {
 pub struct SourceFile {
     pub name: String,
     pub text: Arc<str>,
+    /// Why this file cannot be used whatever its text, such as a name given
+    /// by two ConfigMaps; it then counts as not compiling.
+    pub unusable: Option<String>,
 }
 
 impl SourceFile {
@@ -51,6 +54,7 @@ impl SourceFile {
         Self {
             name: name.into(),
             text: text.into(),
+            unusable: None,
         }
     }
 }

@@ -123,9 +123,12 @@ impl PolicySet {
         let mut policies = Vec::with_capacity(files.len());
         for file in files {
             let old = previous.and_then(|p| p.policies.iter().find(|old| *old.file == *file.name));
-            if let Some(old) =
-                old.filter(|o| *o.text == *file.text && matches!(o.body, Body::Ready { .. }))
-            {
+            let unchanged = |o: &&Policy| {
+                *o.text == *file.text
+                    && matches!(o.body, Body::Ready { .. })
+                    && file.unusable.is_none()
+            };
+            if let Some(old) = old.filter(unchanged) {
                 policies.push(old.clone());
                 continue;
             }
@@ -378,6 +381,14 @@ impl PolicySet {
 }
 
 fn compile(file: &SourceFile) -> Result<Policy, CompileError> {
+    if let Some(reason) = &file.unusable {
+        return Err(CompileError {
+            file: file.name.clone(),
+            line: 0,
+            column: 0,
+            message: reason.clone(),
+        });
+    }
     let mut ast = ENGINE
         .compile(&*file.text)
         .map_err(|err| CompileError::from_parse(&file.name, &err))?;

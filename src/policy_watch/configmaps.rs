@@ -18,8 +18,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::Reloader;
 use crate::policy::{Build, SourceFile, is_policy_name};
 
-/// Policy files of the given ConfigMaps, in ConfigMap-name order; a key
-/// that appears in two ConfigMaps is taken from the first.
+/// Policy files of the given ConfigMaps, with the ConfigMap each is in.
+///
+/// A file name given by two ConfigMaps is unusable, as a file that does not
+/// compile is: neither text is trusted, so whoever can create a ConfigMap
+/// the selector matches cannot replace a rule by reusing its name.
 pub fn files_from_configmaps(configmaps: &[ConfigMap]) -> Vec<(SourceFile, String)> {
     let mut sorted: Vec<&ConfigMap> = configmaps.iter().collect();
     sorted.sort_by_key(|cm| cm.name_any());
@@ -27,11 +30,21 @@ pub fn files_from_configmaps(configmaps: &[ConfigMap]) -> Vec<(SourceFile, Strin
     let mut files: BTreeMap<String, (SourceFile, String)> = BTreeMap::new();
     for cm in sorted {
         for (key, text) in cm.data.iter().flatten() {
-            if is_policy_name(key) && !files.contains_key(key) {
-                files.insert(
-                    key.clone(),
-                    (SourceFile::new(key.clone(), text.as_str()), cm.name_any()),
-                );
+            if !is_policy_name(key) {
+                continue;
+            }
+            match files.get_mut(key) {
+                Some((file, first)) => {
+                    let reason = format!(
+                        "{key} is in both ConfigMap {first} and ConfigMap {}; a policy file name must be unique",
+                        cm.name_any()
+                    );
+                    file.unusable.get_or_insert(reason);
+                }
+                None => {
+                    let file = SourceFile::new(key.clone(), text.as_str());
+                    files.insert(key.clone(), (file, cm.name_any()));
+                }
             }
         }
     }
@@ -172,4 +185,76 @@ impl PolicyWatch {
 
 fn truncate(text: String, max: usize) -> String {
     crate::status::truncate(text, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::InternalRequest;
+    use crate::api::InternalServicesConfigSpec;
+    use crate::policy::{Capture, LivePolicies};
+
+    fn configmap(name: &str, files: &[(&str, &str)]) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.to_owned());
+        cm.data = Some(
+            files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        cm
+    }
+
+    const ALLOW: &str = "fn admit(request, config) { allow() }";
+    const DENY: &str = r#"fn admit(request, config) { deny("no") }"#;
+
+    fn denied(live: &LivePolicies) -> bool {
+        let mut request = InternalRequest::new("r", Default::default());
+        request.metadata.namespace = Some("team".into());
+        let report = live.current().admit(
+            &Arc::new(request),
+            &InternalServicesConfigSpec::default(),
+            Capture::default(),
+        );
+        report.decision.message().is_some()
+    }
+
+    #[test]
+    fn a_file_name_in_two_configmaps_cannot_replace_the_rule() {
+        let live = LivePolicies::default();
+        let ours = configmap("internal-services-policies", &[("20-rule.rhai", DENY)]);
+        let files = |cms: &[ConfigMap]| {
+            files_from_configmaps(cms)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        live.apply(files(std::slice::from_ref(&ours)));
+        assert!(denied(&live));
+
+        let sneaky = configmap("aaa", &[("20-rule.rhai", ALLOW)]);
+        let build = live.apply(files(&[ours, sneaky]));
+        assert_eq!(build.errors.len(), 1);
+        assert!(
+            build.errors[0]
+                .message
+                .contains("in both ConfigMap aaa and ConfigMap internal-services-policies")
+        );
+        assert_eq!(build.kept, vec!["20-rule.rhai".to_owned()]);
+        assert!(denied(&live), "the colliding file must not take effect");
+    }
+
+    #[test]
+    fn a_colliding_file_that_never_compiled_denies() {
+        let live = LivePolicies::default();
+        let a = configmap("a", &[("10-x.rhai", ALLOW)]);
+        let b = configmap("b", &[("10-x.rhai", ALLOW)]);
+        let files = files_from_configmaps(&[a, b])
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        live.apply(files);
+        assert!(denied(&live));
+    }
 }

@@ -48,6 +48,8 @@ pub struct ControlPlane {
     pub remote: ApiServer,
     pub internal: ApiServer,
     etcd_port: u16,
+    /// Whether the API servers write an audit log (`<name>-audit.log`).
+    audit: bool,
     /// Write ends of the supervisors' pipes by process name; dropping them
     /// stops everything.
     guards: Mutex<Vec<(String, Child, ChildStdin)>>,
@@ -71,6 +73,16 @@ impl ControlPlane {
     /// Builds (if needed) and starts etcd and both API servers, then
     /// installs the CRDs each side needs.
     pub async fn start() -> ControlPlane {
+        Self::start_with(false).await
+    }
+
+    /// Like [`ControlPlane::start`], with every API server writing an audit
+    /// log of each request: who, which verb, which resource.
+    pub async fn start_audited() -> ControlPlane {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(audit: bool) -> ControlPlane {
         let started = Instant::now();
         let bin = build_binaries();
         let dir = std::env::temp_dir().join(format!("internal-services-cp-{}", std::process::id()));
@@ -78,6 +90,7 @@ impl ControlPlane {
         std::fs::create_dir_all(&dir).expect("state directory");
         write_pki(&dir);
         let token = write_tokens(&dir);
+        std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY).expect("audit policy");
 
         let mut guards = Vec::new();
         let keep = std::env::var_os("INTERNAL_SERVICES_KEEP_STATE").is_some();
@@ -99,7 +112,7 @@ impl ControlPlane {
             let port = free_port();
             guards.push(named(
                 name,
-                start_apiserver(&dir, &bin, name, port, etcd_port),
+                start_apiserver(&dir, &bin, name, port, etcd_port, audit),
             ));
             let kubeconfig = dir.join(format!("{name}.kubeconfig"));
             write_kubeconfig(&kubeconfig, &dir.join("ca.crt"), port, &token);
@@ -117,6 +130,7 @@ impl ControlPlane {
             remote,
             internal,
             etcd_port,
+            audit,
             guards: Mutex::new(guards),
         };
 
@@ -157,7 +171,7 @@ impl ControlPlane {
     /// own prefix, with the InternalRequest CRD installed.
     pub async fn start_extra_remote(&self, name: &'static str) -> ApiServer {
         let port = free_port();
-        let server = start_apiserver(&self.dir, &self.bin, name, port, self.etcd_port);
+        let server = start_apiserver(&self.dir, &self.bin, name, port, self.etcd_port, self.audit);
         self.guards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -198,6 +212,7 @@ impl ControlPlane {
             server.name,
             server.port,
             self.etcd_port,
+            self.audit,
         );
         self.guards
             .lock()
@@ -219,8 +234,22 @@ impl ControlPlane {
     }
 
     fn admin_token(&self) -> String {
+        self.token_of("admin")
+    }
+
+    /// The bearer token of [`CONTROLLER_USER`].
+    pub fn controller_token(&self) -> String {
+        self.token_of(CONTROLLER_USER)
+    }
+
+    fn token_of(&self, user: &str) -> String {
         let text = std::fs::read_to_string(self.dir.join("tokens.csv")).expect("tokens.csv");
-        text.split(',').next().expect("admin token").to_owned()
+        text.lines()
+            .find_map(|l| {
+                let fields: Vec<&str> = l.split(',').collect();
+                (fields.get(1) == Some(&user)).then(|| fields[0].to_owned())
+            })
+            .unwrap_or_else(|| panic!("no token for {user}"))
     }
 
     async fn wait_ready(&self, server: &ApiServer) {
@@ -367,13 +396,25 @@ fn write_tokens(dir: &Path) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let token = format!("admin-{nanos:x}-{}", std::process::id());
+    let controller = format!("controller-{nanos:x}-{}", std::process::id());
     std::fs::write(
         dir.join("tokens.csv"),
-        format!("{token},admin,admin,system:masters\n"),
+        format!(
+            "{token},admin,admin,system:masters\n\
+             {controller},{CONTROLLER_USER},controller,system:masters\n"
+        ),
     )
     .expect("tokens");
     token
 }
+
+/// A second user with the admin's rights, so that the audit log tells the
+/// controller's requests from everyone else's.
+pub const CONTROLLER_USER: &str = "internal-services-controller";
+
+/// Every request once, when its response is complete, without bodies.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\n\
+omitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n";
 
 fn supervise(
     dir: &Path,
@@ -426,6 +467,7 @@ fn start_apiserver(
     name: &str,
     port: u16,
     etcd_port: u16,
+    audit: bool,
 ) -> (Child, ChildStdin) {
     let apiserver = bin.join("kube-apiserver");
     let path = |file: &str| dir.join(file).display().to_string();
@@ -450,6 +492,15 @@ fn start_apiserver(
         "--profiling=false".to_owned(),
         "-v=1".to_owned(),
     ];
+    let mut args = args.to_vec();
+    if audit {
+        args.push(format!("--audit-policy-file={}", path("audit-policy.yaml")));
+        args.push(format!(
+            "--audit-log-path={}",
+            path(&format!("{name}-audit.log"))
+        ));
+        args.push("--audit-log-format=json".to_owned());
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     supervise(dir, &format!("{name}-apiserver"), &args, None)
 }

@@ -31,6 +31,9 @@ pub struct ControllerOptions<'a> {
     pub internal_kubeconfig: Option<PathBuf>,
     /// Log file name suffix, for several controllers in one namespace.
     pub log_suffix: String,
+    /// `RUST_LOG` for the controller (default: `RUST_LOG` of this process,
+    /// else debug logs of the controller itself).
+    pub log_filter: Option<String>,
     pub extra_args: Vec<String>,
 }
 
@@ -45,6 +48,7 @@ impl<'a> ControllerOptions<'a> {
             remotes: Vec::new(),
             internal_kubeconfig: None,
             log_suffix: String::new(),
+            log_filter: None,
             extra_args: Vec::new(),
         }
     }
@@ -87,7 +91,10 @@ impl ControllerProcess {
             )
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,internal_services=debug".into()),
+                options.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("RUST_LOG")
+                        .unwrap_or_else(|_| "info,internal_services=debug".into())
+                }),
             )
             .stdin(Stdio::piped())
             .stdout(file.try_clone().expect("log"))
@@ -176,6 +183,14 @@ impl ControllerProcess {
         }
         let _ = self.child.wait();
         drop(self.stdin.take());
+    }
+
+    /// The controller's own process id (not its supervisor's).
+    pub fn pid(&self) -> u32 {
+        self.pids()
+            .first()
+            .and_then(|p| p.parse().ok())
+            .expect("controller process")
     }
 
     fn pids(&self) -> Vec<String> {
