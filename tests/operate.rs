@@ -397,7 +397,10 @@ async fn deploy_manifests_apply_server_side_and_their_roles_are_enough() {
     let refused = case.wait_for_reason(&other, "refused", "Rejected").await;
     assert!(message_of(&refused).contains("allow-list"));
     assert!(
-        !controller.log_tail(400).contains("403"),
+        !controller
+            .log_tail(400)
+            .to_lowercase()
+            .contains("forbidden"),
         "the roles lack a permission:\n{}",
         controller.log_tail(60)
     );

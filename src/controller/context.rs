@@ -19,6 +19,14 @@ use crate::api::{
 use crate::metrics::{ClassLabels, ClusterLabels, Metrics, OutcomeLabels};
 use crate::policy::LivePolicies;
 
+/// Most requests whose last write is remembered; past it the memory is
+/// cleared, which costs at most a retried write each.
+const WRITTEN_LIMIT: usize = 50_000;
+
+fn numeric(version: &str) -> Option<u64> {
+    version.parse().ok()
+}
+
 /// Longest a reconcile waits for the caches to fill.
 const CACHE_WAIT: Duration = Duration::from_secs(10);
 
@@ -35,7 +43,10 @@ pub struct Context {
     pub runs: Store<PipelineRun>,
     pub backoff: Backoff,
     pub cancel_grace: Duration,
-    events: Option<Recorder>,
+    events: Option<Reporter>,
+    /// The resource version each request got from this controller's last
+    /// write to it, to tell a cached copy older than that write.
+    written: Mutex<HashMap<String, u64>>,
     /// Whether the caches hold a full list, as one task found out.
     ready: watch::Receiver<Filling>,
 }
@@ -114,12 +125,9 @@ impl Context {
         remote: Client,
         runs: Store<PipelineRun>,
     ) -> Self {
-        let events = settings.events.as_ref().map(|instance| {
-            let reporter = Reporter {
-                controller: "internal-services".into(),
-                instance: Some(instance.clone()),
-            };
-            Recorder::new(remote.clone(), reporter)
+        let events = settings.events.as_ref().map(|instance| Reporter {
+            controller: "internal-services".into(),
+            instance: Some(instance.clone()),
         });
         let (shared, own, policies) = (
             caches.filling.clone(),
@@ -147,6 +155,7 @@ impl Context {
             backoff: Backoff::default(),
             cancel_grace: settings.cancel_grace,
             events,
+            written: Mutex::default(),
         }
     }
 
@@ -227,11 +236,14 @@ impl Context {
 
     /// Records an Event on the remote request, in the background: an Event
     /// is for people reading `kubectl describe`, so it never delays or
-    /// fails a reconcile.
+    /// fails a reconcile. Each request's Events differ, so there is nothing
+    /// to aggregate: a recorder per Event keeps no cache that would grow
+    /// with every request.
     pub fn record(&self, request: &InternalRequest, warning: bool, reason: &str, note: String) {
-        let Some(recorder) = self.events.clone() else {
+        let Some(reporter) = self.events.clone() else {
             return;
         };
+        let recorder = Recorder::new(self.remote.clone(), reporter);
         let reference = request.object_ref(&());
         let event = Event {
             type_: if warning {
@@ -249,6 +261,47 @@ impl Context {
                 tracing::debug!(error = %err, "could not record an Event on the request");
             }
         });
+    }
+
+    /// Notes the resource version a write of this controller gave `request`.
+    pub fn wrote(&self, request: &InternalRequest, version: Option<&str>) {
+        let (Some(uid), Some(version)) = (request.metadata.uid.as_ref(), version.and_then(numeric))
+        else {
+            return;
+        };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.len() >= WRITTEN_LIMIT {
+            written.clear();
+        }
+        written.insert(uid.clone(), version);
+    }
+
+    /// Whether this cached copy of `request` predates this controller's own
+    /// last write to it, so that acting on it would repeat or undo work;
+    /// the watch brings the newer copy. Resource versions are compared as
+    /// the numbers the API server gives; where one is not a number the copy
+    /// counts as current.
+    pub fn is_stale(&self, request: &InternalRequest) -> bool {
+        let (Some(uid), Some(seen)) = (
+            request.metadata.uid.as_ref(),
+            request
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(numeric),
+        ) else {
+            return false;
+        };
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.get(uid).is_some_and(|last| seen < *last)
+    }
+
+    /// Forgets a request this controller will not write again.
+    pub fn forget_writes(&self, request: &InternalRequest) {
+        if let Some(uid) = &request.metadata.uid {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            written.remove(uid);
+        }
     }
 
     /// Whether completed runs are kept; without a config they are not.

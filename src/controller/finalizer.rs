@@ -40,17 +40,27 @@ pub async fn add(
     Ok(updated.resource_version())
 }
 
-/// Removes the finalizer if it is there.
-pub async fn remove(api: &Api<InternalRequest>, request: &InternalRequest) -> kube::Result<()> {
+/// Removes the finalizer if it is there; returns the request's resource
+/// version after the change, if there was one and the request remains.
+pub async fn remove(
+    api: &Api<InternalRequest>,
+    request: &InternalRequest,
+) -> kube::Result<Option<String>> {
     let Some(patch) = remove_patch(request.finalizers()) else {
-        return Ok(());
+        return Ok(None);
     };
     match patch_metadata(api, request, patch).await {
-        Ok(_) => Ok(()),
+        Ok(updated) => Ok(updated.resource_version()),
         // Already gone: the finalizer was the last thing holding a deletion.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+/// Whether a failed finalizer patch means only that the list changed since
+/// the request was read: the patch's test did not hold.
+pub fn list_changed(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(e) if e.code == 422 || e.code == 409)
 }
 
 async fn patch_metadata(

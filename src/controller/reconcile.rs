@@ -69,6 +69,10 @@ pub enum Error {
 /// brings the newer version within moments; this only bounds the wait.
 const STALE_RETRY: Duration = Duration::from_millis(200);
 
+/// When a copy older than our own write is skipped, when to look again if
+/// the watch has not brought the newer one by then.
+const STALE_FALLBACK: Duration = Duration::from_secs(2);
+
 /// Reconciles one request.
 #[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
 pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -91,6 +95,11 @@ async fn reconcile_request(
     ctx: &Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.caches_ready().await?;
+    if ctx.is_stale(request) {
+        // Older than our own last write: its watch event brings the newer
+        // copy, and this one would only repeat or undo that write.
+        return Ok(Action::requeue(STALE_FALLBACK));
+    }
 
     let run_name = run::name_for(&ctx.cluster, request);
     if request.metadata.deletion_timestamp.is_some() {
@@ -174,12 +183,21 @@ async fn admit_and_start(
     // The finalizer changes the request; later writes of this reconcile
     // must carry its new version.
     let namespace = request.namespace().unwrap_or_default();
-    let version = finalizer::add(&ctx.requests_api(&namespace), request)
-        .await
-        .map_err(|source| Error::Finalizer {
-            request: run::request_key(request),
-            source,
-        })?;
+    let version = match finalizer::add(&ctx.requests_api(&namespace), request).await {
+        Ok(version) => version,
+        Err(err) if finalizer::list_changed(&err) => {
+            return Err(Error::Stale {
+                request: run::request_key(request),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Finalizer {
+                request: run::request_key(request),
+                source,
+            });
+        }
+    };
+    ctx.wrote(request, version.as_deref());
     let request = &with_version(request, version);
 
     let run = run::build(run_name, &ctx.namespace, &ctx.cluster, request, &config);
@@ -463,7 +481,10 @@ async fn write_status(
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(updated) => {
+            ctx.wrote(request, updated.metadata.resource_version.as_deref());
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Stale {
             request: format!("{namespace}/{name}"),
         }),

@@ -109,6 +109,7 @@ async fn serve_with(
         watcher::Config::default().labels(&run_selector),
     )
     .default_backoff()
+    .modify(super::slim)
     .reflect(runs_writer)
     .touched_objects();
     settings.metrics.runs.track(&remote.name, runs.clone());
@@ -142,7 +143,13 @@ async fn serve_with(
         })
         .clone();
     let cluster = remote.name.clone();
-    let serving = Controller::new(requests, request_watch)
+    let (reader, writer) = reflector::store::<InternalRequest>();
+    let request_events = watcher(requests, request_watch)
+        .default_backoff()
+        .modify(super::slim)
+        .reflect(writer)
+        .applied_objects();
+    let serving = Controller::for_stream(request_events, reader)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(run_events, request_of_run)
         .graceful_shutdown_on(until.clone())

@@ -47,6 +47,7 @@ pub async fn on_deletion(
     }
 
     release(ctx, request).await?;
+    ctx.forget_writes(request);
     tracing::info!("request deleted; finalizer released");
     Ok(Action::await_change())
 }
@@ -116,12 +117,18 @@ pub(super) async fn delete_run(ctx: &Context, name: &str) -> Result<(), Error> {
 /// Releases the finalizer, if the request holds it.
 pub(super) async fn release(ctx: &Context, request: &InternalRequest) -> Result<(), Error> {
     let namespace = request.namespace().unwrap_or_default();
-    finalizer::remove(&ctx.requests_api(&namespace), request)
-        .await
-        .map_err(|source| Error::Finalizer {
-            request: format!("{namespace}/{}", request.name_any()),
+    let key = format!("{namespace}/{}", request.name_any());
+    match finalizer::remove(&ctx.requests_api(&namespace), request).await {
+        Ok(version) => {
+            ctx.wrote(request, version.as_deref());
+            Ok(())
+        }
+        Err(err) if finalizer::list_changed(&err) => Err(Error::Stale { request: key }),
+        Err(source) => Err(Error::Finalizer {
+            request: key,
             source,
-        })
+        }),
+    }
 }
 
 /// Deletes a completed request once the config's time-to-live for

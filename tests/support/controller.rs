@@ -12,6 +12,8 @@ pub struct ControllerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     pub log: PathBuf,
+    /// Where this process's part of the (appended) log starts.
+    log_start: u64,
 }
 
 /// How to start one controller.
@@ -113,9 +115,15 @@ impl ControllerProcess {
                 .arg(format!("{name}={}", kubeconfig.display()));
         }
 
+        let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
         let mut child = command.spawn().expect("start controller");
         let stdin = child.stdin.take();
-        Self { child, stdin, log }
+        Self {
+            child,
+            stdin,
+            log,
+            log_start,
+        }
     }
 
     /// The address of the controller's `/metrics` and probes, read from its
@@ -123,7 +131,7 @@ impl ControllerProcess {
     pub async fn metrics_addr(&self) -> std::net::SocketAddr {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = self.own_log();
             let found = text
                 .lines()
                 .filter(|l| l.contains("serving metrics and probes"))
@@ -143,28 +151,39 @@ impl ControllerProcess {
 
     /// The controller's `/metrics` text.
     pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "/metrics answered {status}: {body}");
+        body
+    }
+
+    /// GETs `path` from the controller's probe server: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.metrics_addr().await;
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
-            .expect("connect to /metrics");
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            .expect("connect to the probe server");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("send");
         let mut response = String::new();
         stream
             .read_to_string(&mut response)
             .await
-            .expect("read /metrics");
-        let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        body.to_owned()
+            .expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("an HTTP status");
+        (status, body.to_owned())
     }
 
     /// Waits until the log has a line containing `text`.
     pub async fn wait_for_log(&self, text: &str, within: std::time::Duration) {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains(text) {
+            if self.own_log().contains(text) {
                 return;
             }
             assert!(
@@ -203,6 +222,13 @@ impl ControllerProcess {
             .split_whitespace()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// This process's part of the log.
+    fn own_log(&self) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
     }
 
     /// The last lines of the controller's log.
