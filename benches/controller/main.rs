@@ -38,6 +38,7 @@ fn main() {
         let mut bench = Bench::prepare(&plane).await;
         let mut table = Table::default();
 
+        bench.idle_memory(&mut table);
         bench.policy_cost(&mut table);
         bench.ceiling(&mut table).await;
         bench.burst(&mut table).await;

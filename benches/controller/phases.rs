@@ -32,7 +32,14 @@ const BURST: usize = 1_000;
 const BURST_NAMESPACES: usize = 20;
 const LATENCY_SAMPLES: usize = 500;
 const LATENCY_RATE: f64 = 25.0;
-const TRACKED: usize = 10_000;
+/// Completed requests tracked when the footprint is taken
+/// (`BENCH_TRACKED` overrides it for quicker experiments).
+fn tracked() -> usize {
+    std::env::var("BENCH_TRACKED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 const RELOADS: usize = 20;
 const POLICY_CONFIGMAP: &str = "bench-policies";
 const CONCURRENCY: usize = 64;
@@ -90,6 +97,17 @@ impl<'a> Bench<'a> {
         bench
     }
 
+    /// Resident memory of the controller before any request.
+    pub fn idle_memory(&self, table: &mut Table) {
+        let (_, now) = procfs::memory(self.controller.as_ref().unwrap().pid());
+        table.row(
+            "footprint",
+            "controller RSS at start, no request yet",
+            mib(now),
+            "-",
+        );
+    }
+
     /// Starts the release binary as deployed; returns the time to ready.
     async fn start_controller(&mut self) -> Duration {
         let mut options = ControllerOptions::new(Path::new(BINARY), &self.case.namespace);
@@ -99,6 +117,12 @@ impl<'a> Bench<'a> {
         options.remotes = vec![("remote".to_owned(), self.remote_kubeconfig.clone())];
         options.log_filter = Some("info".to_owned());
         options.extra_args = vec!["--policy-configmap".into(), POLICY_CONFIGMAP.into()];
+        // Flags to try, such as `--concurrency 32`; the figures are for none.
+        if let Ok(extra) = std::env::var("BENCH_CONTROLLER_ARGS") {
+            options
+                .extra_args
+                .extend(extra.split_whitespace().map(str::to_owned));
+        }
 
         let started = Instant::now();
         let controller = ControllerProcess::start(self.plane, options);
@@ -392,8 +416,8 @@ impl<'a> Bench<'a> {
     /// time a restarted controller takes to be ready with all of them.
     pub async fn footprint(&mut self, table: &mut Table) {
         self.player.auto_finish(Some(Duration::from_millis(20)));
-        while self.next < TRACKED {
-            let count = (TRACKED - self.next).min(2_000);
+        while self.next < tracked() {
+            let count = (tracked() - self.next).min(2_000);
             let names = self.names(count);
             let keys: Vec<String> = names.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
             requests::create_all(&self.case.remote, &self.case.id, names, CONCURRENCY).await;

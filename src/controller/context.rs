@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::reconcile::Error;
 use super::{Settings, SharedCaches};
@@ -27,6 +29,37 @@ fn numeric(version: &str) -> Option<u64> {
     version.parse().ok()
 }
 
+/// Events waiting to be published, at most.
+const EVENT_QUEUE: usize = 4096;
+
+/// Events published at the same time, at most: a burst of requests must
+/// not open a connection per Event.
+const EVENT_CONCURRENCY: usize = 4;
+
+/// Publishes queued Events in the background. Each request's Events
+/// differ, so there is nothing to aggregate: a recorder per Event keeps no
+/// cache that would grow with every request.
+fn publish_events(client: Client, reporter: Reporter) -> mpsc::Sender<(Event, ObjectReference)> {
+    let (sender, receiver) = mpsc::channel::<(Event, ObjectReference)>(EVENT_QUEUE);
+    let queued = tokio_stream_from(receiver);
+    tokio::spawn(
+        queued.for_each_concurrent(EVENT_CONCURRENCY, move |(event, reference)| {
+            let recorder = Recorder::new(client.clone(), reporter.clone());
+            async move {
+                if let Err(err) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(error = %err, "could not record an Event on the request");
+                }
+            }
+        }),
+    );
+    sender
+}
+
+/// The receiver as a stream.
+fn tokio_stream_from<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 /// Longest a reconcile waits for the caches to fill.
 const CACHE_WAIT: Duration = Duration::from_secs(10);
 
@@ -43,7 +76,7 @@ pub struct Context {
     pub runs: Store<PipelineRun>,
     pub backoff: Backoff,
     pub cancel_grace: Duration,
-    events: Option<Reporter>,
+    events: Option<mpsc::Sender<(Event, ObjectReference)>>,
     /// The resource version each request got from this controller's last
     /// write to it, to tell a cached copy older than that write.
     written: Mutex<HashMap<String, u64>>,
@@ -125,9 +158,12 @@ impl Context {
         remote: Client,
         runs: Store<PipelineRun>,
     ) -> Self {
-        let events = settings.events.as_ref().map(|instance| Reporter {
-            controller: "internal-services".into(),
-            instance: Some(instance.clone()),
+        let events = settings.events.as_ref().map(|instance| {
+            let reporter = Reporter {
+                controller: "internal-services".into(),
+                instance: Some(instance.clone()),
+            };
+            publish_events(remote.clone(), reporter)
         });
         let (shared, own, policies) = (
             caches.filling.clone(),
@@ -236,14 +272,11 @@ impl Context {
 
     /// Records an Event on the remote request, in the background: an Event
     /// is for people reading `kubectl describe`, so it never delays or
-    /// fails a reconcile. Each request's Events differ, so there is nothing
-    /// to aggregate: a recorder per Event keeps no cache that would grow
-    /// with every request.
+    /// fails a reconcile, and when the queue is full it is dropped.
     pub fn record(&self, request: &InternalRequest, warning: bool, reason: &str, note: String) {
-        let Some(reporter) = self.events.clone() else {
+        let Some(queue) = &self.events else {
             return;
         };
-        let recorder = Recorder::new(self.remote.clone(), reporter);
         let reference = request.object_ref(&());
         let event = Event {
             type_: if warning {
@@ -256,11 +289,9 @@ impl Context {
             action: reason.to_owned(),
             secondary: None,
         };
-        tokio::spawn(async move {
-            if let Err(err) = recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %err, "could not record an Event on the request");
-            }
-        });
+        if queue.try_send((event, reference)).is_err() {
+            tracing::debug!("Event queue full; Event dropped");
+        }
     }
 
     /// Notes the resource version a write of this controller gave `request`.

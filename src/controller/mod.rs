@@ -28,7 +28,7 @@ pub use context::Context;
 pub use finalizer::NAME as FINALIZER;
 pub use reconcile::Error;
 
-use crate::api::{CONFIG_NAME, InternalServicesConfig, Pipeline};
+use crate::api::{CONFIG_NAME, InternalRequest, InternalServicesConfig, Pipeline};
 use crate::cli::RemoteCluster;
 use crate::metrics::Metrics;
 use crate::policy::LivePolicies;
@@ -145,6 +145,31 @@ fn slim<K: Resource>(object: &mut K) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Slims a cached request further once it is done: a completed request
+/// without our finalizer is only ever looked at again to see that it is
+/// done, to expire it, or to clean up a run kept after it. Its parameters,
+/// results, labels, annotations, audit record and message are dropped from
+/// the cache (never from the cluster), which keeps thousands of completed
+/// requests cheap to track.
+fn slim_request(request: &mut InternalRequest) {
+    slim(request);
+    let done = request.status.as_ref().is_some_and(|s| s.is_terminal());
+    if !done || finalizer::held(request) {
+        return;
+    }
+    request.metadata.labels = None;
+    request.metadata.annotations = None;
+    request.spec.params.clear();
+    request.spec.timeouts = None;
+    if let Some(status) = request.status.as_mut() {
+        status.results.clear();
+        status.admission = None;
+        for condition in &mut status.conditions {
+            condition.message.clear();
+        }
     }
 }
 

@@ -146,7 +146,7 @@ async fn serve_with(
     let (reader, writer) = reflector::store::<InternalRequest>();
     let request_events = watcher(requests, request_watch)
         .default_backoff()
-        .modify(super::slim)
+        .modify(super::slim_request)
         .reflect(writer)
         .applied_objects();
     let serving = Controller::for_stream(request_events, reader)
