@@ -87,15 +87,15 @@ pub struct RunArgs {
     pub policy_configmaps: Vec<String>,
 
     /// Label selector of ConfigMaps holding policies, instead of or besides names.
-    #[arg(long, env = "POLICY_SELECTOR")]
+    #[arg(long, env = "POLICY_SELECTOR", value_parser = crate::selector::check)]
     pub policy_selector: Option<String>,
 
     /// Serve only remote requests that match this label selector.
-    #[arg(long, env = "REQUEST_SELECTOR")]
+    #[arg(long, env = "REQUEST_SELECTOR", value_parser = crate::selector::check)]
     pub request_selector: Option<String>,
 
     /// Requests reconciled at the same time, per remote cluster.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
     /// How long a deleted request's cancelled run may take to stop before it
@@ -370,7 +370,7 @@ pub struct WaitArgs {
     pub name: Option<String>,
 
     /// Wait for every request matching this label selector instead.
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', value_parser = crate::selector::check)]
     pub selector: Option<String>,
 
     /// How long to wait, such as `30m`.

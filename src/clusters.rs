@@ -15,8 +15,11 @@ const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 
 /// A client for the remote cluster from a kubeconfig file.
 pub async fn remote_client(path: &Path) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path)
-        .with_context(|| format!("cannot read remote kubeconfig {}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|err| {
+        let cause =
+            std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string);
+        anyhow::anyhow!("cannot read remote kubeconfig {}: {cause}", path.display())
+    })?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("remote kubeconfig {} is not usable", path.display()))?;

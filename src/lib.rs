@@ -19,6 +19,7 @@ pub mod policy;
 pub mod policy_watch;
 pub mod relay;
 pub mod run;
+pub mod selector;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

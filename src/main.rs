@@ -59,7 +59,13 @@ fn run_request_command(command: RequestCommand) -> anyhow::Result<u8> {
 
 fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let remotes = args.remote_clusters().map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    // Policies are evaluated on blocking threads; a few are plenty (a
+    // decision takes microseconds), and each thread more is one more
+    // allocator arena holding memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let stop = Stop::on_signals();
         let internal = clusters::internal_client().await?;

@@ -221,7 +221,7 @@ fn dry_run_prints_json() {
     assert_eq!(code, Some(1));
     let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(rows[0]["decision"], "allow");
-    assert_eq!(rows[1]["decided_by"], "20-digest-params.rhai");
+    assert_eq!(rows[1]["decidedBy"], "20-digest-params.rhai");
 }
 
 #[test]
@@ -240,7 +240,8 @@ fn dry_run_refuses_files_without_requests_and_unknown_fields() {
     assert!(text.contains("no InternalRequest found"), "{text}");
 
     let typo = dir.path().join("typo.yaml");
-    std::fs::write(&typo, "kind: InternalRequest\nmetadata: { name: r, namespace: team }\nspec: { request: p, parms: {} }\n").unwrap();
+    let header = "apiVersion: appstudio.redhat.com/v1alpha1\nkind: InternalRequest\n";
+    std::fs::write(&typo, format!("{header}metadata: {{ name: r, namespace: team }}\nspec: {{ request: p, parms: {{}} }}\n")).unwrap();
     let (code, text) = run(&[
         "policy",
         "dry-run",
@@ -250,6 +251,143 @@ fn dry_run_refuses_files_without_requests_and_unknown_fields() {
     ]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("spec.parms is not a field"), "{text}");
+
+    let untyped = dir.path().join("untyped.yaml");
+    std::fs::write(
+        &untyped,
+        "metadata: { name: r, namespace: team }\nspec: { request: p }\n",
+    )
+    .unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "dry-run",
+        "--config",
+        "examples/config.yaml",
+        untyped.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("expected apiVersion appstudio.redhat.com/v1alpha1"),
+        "{text}"
+    );
+
+    let bad_name = dir.path().join("bad-name.yaml");
+    std::fs::write(
+        &bad_name,
+        format!(
+            "{header}metadata: {{ name: Bad_Name, namespace: team }}\nspec: {{ request: p }}\n"
+        ),
+    )
+    .unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "dry-run",
+        "--config",
+        "examples/config.yaml",
+        bad_name.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("metadata.name 'Bad_Name' is not a valid name"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dry_run_refuses_a_config_with_unknown_fields_or_a_bad_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "apiVersion: appstudio.redhat.com/v1alpha1\nkind: InternalServicesConfig\nmetadata: { name: config }\n";
+    for (spec, expected) in [
+        ("spec: { alowList: [team] }", "spec.alowList is not a field"),
+        (
+            "spec: { completedRequestTTL: soon }",
+            "completedRequestTTL 'soon' is not a duration",
+        ),
+        (
+            "spec: { volumeClaim: { nmae: x } }",
+            "spec.volumeClaim.nmae is not a field",
+        ),
+    ] {
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, format!("{header}{spec}\n")).unwrap();
+        let (code, text) = run(&[
+            "policy",
+            "dry-run",
+            "--config",
+            config.to_str().unwrap(),
+            "examples/requests/admitted.yaml",
+        ]);
+        assert_eq!(code, Some(2), "{spec}: {text}");
+        assert!(text.contains(expected), "{spec}: {text}");
+    }
+}
+
+#[test]
+fn suite_mistakes_are_errors_of_the_suite_not_failing_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = "request: { metadata: { namespace: team }, spec: { request: p } }";
+    for (case, expected) in [
+        (
+            format!("- name: a\n    {request}\n    expect: allowed"),
+            "expect is \"allowed\"",
+        ),
+        (
+            format!("- name: a\n    {request}\n    expect: deny\n    reason: \"(unclosed\""),
+            "not a regular expression",
+        ),
+        (
+            format!(
+                "- name: a\n    {request}\n    expect: allow\n  - name: a\n    {request}\n    expect: allow"
+            ),
+            "two cases are named",
+        ),
+        (
+            "- name: r\n    run: { outcome: Exploded }\n    expect: delete".to_owned(),
+            "run.outcome",
+        ),
+        ("[]".to_owned(), "no cases"),
+    ] {
+        let suite = dir.path().join("suite.yaml");
+        let cases = if case == "[]" {
+            "cases: []".to_owned()
+        } else {
+            format!("cases:\n  {case}")
+        };
+        std::fs::write(&suite, format!("{cases}\n")).unwrap();
+        let (code, text) = run(&["policy", "test", suite.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{case}: {text}");
+        assert!(text.contains(expected), "{case}: {text}");
+    }
+}
+
+#[test]
+fn check_warns_about_likely_mistakes_and_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "check",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no policy file"), "{text}");
+
+    std::fs::write(
+        dir.path().join("10-typo.rhai"),
+        "fn admit(request, config) {\n    if request.nmespace == \"x\" { return deny(\"no\"); }\n    allow()\n}\n",
+    )
+    .unwrap();
+    let (code, text) = run(&[
+        "policy",
+        "check",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "warnings alone pass: {text}");
+    assert!(
+        text.contains("10-typo.rhai:2:16: warning: request has no field 'nmespace'"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -268,4 +406,19 @@ fn bench_prints_rate_and_percentiles() {
         text.contains("decisions/s") && text.contains("p99"),
         "{text}"
     );
+}
+
+#[test]
+fn a_malformed_selector_stops_the_controller_before_it_starts() {
+    let (code, text) = run(&[
+        "run",
+        "--remote-kubeconfig",
+        "/nonexistent",
+        "--namespace",
+        "ns",
+        "--request-selector",
+        "a in (b",
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("unbalanced parentheses"), "{text}");
 }

@@ -342,7 +342,7 @@ async fn malformed_requests_get_a_clear_status_and_the_watch_keeps_serving() {
     );
     let too_big = case.wait_for_reason(&team, "oversize", "Rejected").await;
     assert!(
-        message_of(&too_big).contains("spec.params hold"),
+        message_of(&too_big).contains("value of 'blob' has 307200 bytes"),
         "{}",
         message_of(&too_big)
     );

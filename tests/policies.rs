@@ -410,7 +410,7 @@ async fn dry_run_against_a_live_remote_cluster_decides_every_request() {
 
     let config = tempfile::NamedTempFile::new().unwrap();
     let text = format!(
-        "kind: InternalServicesConfig\nmetadata: {{ name: config }}\nspec: {{ allowList: [{team}] }}\n"
+        "apiVersion: appstudio.redhat.com/v1alpha1\nkind: InternalServicesConfig\nmetadata: {{ name: config }}\nspec: {{ allowList: [{team}] }}\n"
     );
     std::fs::write(config.path(), text).unwrap();
     let output = std::process::Command::new(BINARY)
@@ -438,5 +438,5 @@ async fn dry_run_against_a_live_remote_cluster_decides_every_request() {
         .find(|r| r["request"] == format!("{team}/live-one"))
         .expect("the live request is in the report");
     assert_eq!(row["decision"], "deny");
-    assert_eq!(row["decided_by"], "20-digest-params.rhai");
+    assert_eq!(row["decidedBy"], "20-digest-params.rhai");
 }

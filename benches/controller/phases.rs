@@ -189,28 +189,39 @@ impl<'a> Bench<'a> {
     /// The API servers' own write rate for the kinds of writes a request's
     /// lifecycle makes: patch a request, patch its status, create a run,
     /// delete it.
+    ///
+    /// Three rounds; the median is the ceiling, so that one round disturbed
+    /// by the machine does not set it.
     pub async fn ceiling(&mut self, table: &mut Table) {
         let scratch = self.case.remote_namespace("scratch").await;
-        let items = 500;
+        let items = 1_000;
         let names: Vec<(String, String)> = (0..items)
             .map(|i| (scratch.clone(), format!("raw-{i}")))
             .collect();
         requests::create_all(&self.case.remote, "not-served", names, CONCURRENCY).await;
 
-        let started = Instant::now();
-        futures::stream::iter(0..items)
-            .for_each_concurrent(CONCURRENCY, |i| {
-                let (remote, internal) = (self.case.requests(&scratch), self.case.runs());
-                let namespace = self.case.namespace.clone();
-                async move { raw_lifecycle(&remote, &internal, &namespace, &format!("raw-{i}")).await }
-            })
-            .await;
-        let elapsed = started.elapsed();
-        self.ceiling = (items * 4) as f64 / elapsed.as_secs_f64();
+        let mut rounds = Vec::new();
+        for round in 0..3 {
+            let started = Instant::now();
+            futures::stream::iter(0..items)
+                .for_each_concurrent(CONCURRENCY, |i| {
+                    let (remote, internal) = (self.case.requests(&scratch), self.case.runs());
+                    let namespace = self.case.namespace.clone();
+                    let name = format!("raw-{i}");
+                    async move { raw_lifecycle(&remote, &internal, &namespace, &name, round).await }
+                })
+                .await;
+            rounds.push((items * 4) as f64 / started.elapsed().as_secs_f64());
+        }
+        rounds.sort_by(f64::total_cmp);
+        self.ceiling = rounds[1];
         table.row(
             "ceiling",
-            "raw writes by a plain client (request patch, status patch, run create, run delete)",
-            format!("{:.0} writes/s", self.ceiling),
+            "raw writes by a plain client (request patch, status patch, run create, run delete), median of 3",
+            format!(
+                "{:.0} writes/s (rounds {:.0}, {:.0}, {:.0})",
+                self.ceiling, rounds[0], rounds[1], rounds[2]
+            ),
             "-",
         );
     }
@@ -320,6 +331,15 @@ impl<'a> Bench<'a> {
             "share of the ceiling (ceiling ÷ writes per request)",
             format!("{:.2} of {possible:.0} requests/s", rate / possible),
             "≥ 0.9",
+        );
+        // The remote pipeline's create and Tekton's status write go to the
+        // same servers: with them, what the ceiling allows at most.
+        let with_load = self.ceiling / (self.writes_per_request + events + 2.0);
+        table.row(
+            "burst",
+            "share of the ceiling, counting the load's own 2 writes per request",
+            format!("{:.2} of {with_load:.0} requests/s", rate / with_load),
+            "-",
         );
     }
 
@@ -503,14 +523,15 @@ async fn raw_lifecycle(
     internal: &Api<PipelineRun>,
     namespace: &str,
     name: &str,
+    round: usize,
 ) {
     let params = PatchParams::default();
-    let label = json!({ "metadata": { "labels": { "raw": "1" } } });
+    let label = json!({ "metadata": { "labels": { "raw": round.to_string() } } });
     remote
         .patch(name, &params, &Patch::Merge(&label))
         .await
         .expect("patch request");
-    let status = json!({ "status": { "pipelineRun": format!("x/{name}") } });
+    let status = json!({ "status": { "pipelineRun": format!("x/{name}-{round}") } });
     remote
         .patch_status(name, &params, &Patch::Merge(&status))
         .await

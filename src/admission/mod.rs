@@ -9,7 +9,7 @@
 mod shape;
 
 use shape::check_shape;
-pub use shape::is_dns_label;
+pub use shape::{is_dns_label, is_dns_subdomain};
 
 use std::sync::Arc;
 

@@ -41,6 +41,19 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> anyhow::Result<Figures> {
         )
     };
 
+    for (i, request) in requests.iter().enumerate() {
+        let failures = decide(i).report.map(|r| r.failures).unwrap_or_default();
+        anyhow::ensure!(
+            failures.is_empty(),
+            "request {} makes the policies fail ({}); fix them before measuring their speed",
+            crate::run::request_key(request),
+            failures
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for i in 0..args.iterations.min(10_000) {
         std::hint::black_box(decide(i));
     }

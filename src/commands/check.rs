@@ -8,6 +8,13 @@ use crate::policy::{Severity, lint};
 /// Prints findings; returns whether no file has an error.
 pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     let files = super::read_policy_files(&args.files)?;
+    if files.is_empty() {
+        writeln!(
+            out,
+            "no policy file (*.rhai) found: the controller would reject every request"
+        )?;
+        return Ok(false);
+    }
     let findings = lint(&files);
     for finding in &findings {
         writeln!(out, "{finding}")?;

@@ -20,6 +20,7 @@ use crate::policy::Capture;
 
 /// One request's decision, as printed.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Row {
     pub request: String,
     pub decision: &'static str,

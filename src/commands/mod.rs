@@ -52,14 +52,26 @@ pub fn load_policies(files: &PolicyFiles) -> anyhow::Result<PolicySet> {
 
 /// The config file, checked as the API server and the controller would.
 pub fn read_config(path: &Path) -> anyhow::Result<InternalServicesConfig> {
-    let mut all: Vec<InternalServicesConfig> = read_documents(path)?;
-    let config = match all.len() {
+    let mut all: Vec<serde_yaml_ng::Value> = read_documents(path)?;
+    let value = match all.len() {
         1 => all.remove(0),
         n => anyhow::bail!(
             "{} holds {n} documents; expected one InternalServicesConfig",
             path.display()
         ),
     };
+    check_type(&value, "InternalServicesConfig").with_context(|| path.display().to_string())?;
+    let spec = value.get("spec");
+    check_fields(spec, "spec", &CONFIG_FIELDS).with_context(|| path.display().to_string())?;
+    let claim = spec.and_then(|s| s.get("volumeClaim"));
+    check_fields(claim, "spec.volumeClaim", &["name", "size"])
+        .with_context(|| path.display().to_string())?;
+    let config: InternalServicesConfig = serde_yaml_ng::from_value(value).with_context(|| {
+        format!(
+            "{} does not have the fields of an InternalServicesConfig",
+            path.display()
+        )
+    })?;
 
     let name = config.metadata.name.as_deref().unwrap_or(CONFIG_NAME);
     anyhow::ensure!(
@@ -73,7 +85,56 @@ pub fn read_config(path: &Path) -> anyhow::Result<InternalServicesConfig> {
         "{}: spec.volumeClaim.size '{size}' is not a quantity such as 1Gi or 500Mi",
         path.display()
     );
+    if let Some(ttl) = &config.spec.completed_request_ttl {
+        anyhow::ensure!(
+            TTL.is_match(ttl),
+            "{}: spec.completedRequestTTL '{ttl}' is not a duration such as 24h or 90m",
+            path.display()
+        );
+    }
     Ok(config)
+}
+
+/// The fields of `InternalServicesConfig.spec`.
+const CONFIG_FIELDS: [&str; 5] = [
+    "allowList",
+    "debug",
+    "volumeClaim",
+    "allowedGitResolverURLs",
+    "completedRequestTTL",
+];
+
+/// The CRD's pattern for `completedRequestTTL`.
+static TTL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([0-9]+(s|m|h))+$").expect("valid pattern"));
+
+/// The document is of `kind` in our API group, as `kubectl apply` needs.
+fn check_type(value: &serde_yaml_ng::Value, kind: &str) -> anyhow::Result<()> {
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+    let api_version = format!("{}/v1alpha1", crate::api::GROUP);
+    anyhow::ensure!(
+        field("kind") == kind && field("apiVersion") == api_version,
+        "has apiVersion '{}' and kind '{}'; expected apiVersion {api_version} and kind {kind}",
+        field("apiVersion"),
+        field("kind")
+    );
+    Ok(())
+}
+
+/// Every key of the mapping `node`, found at `at`, is one of `known`: a
+/// typo would otherwise be dropped silently and the file judged without it.
+fn check_fields(
+    node: Option<&serde_yaml_ng::Value>,
+    at: &str,
+    known: &[&str],
+) -> anyhow::Result<()> {
+    let Some(map) = node.and_then(|n| n.as_mapping()) else {
+        return Ok(());
+    };
+    for key in map.keys().filter_map(|k| k.as_str()) {
+        anyhow::ensure!(known.contains(&key), "{at}.{key} is not a field");
+    }
+    Ok(())
 }
 
 /// Every request in the files; an error if there is none, if one has no
@@ -97,13 +158,7 @@ pub fn read_requests(paths: &[PathBuf]) -> anyhow::Result<Vec<Arc<InternalReques
 }
 
 fn to_request(value: serde_yaml_ng::Value) -> anyhow::Result<InternalRequest> {
-    check_kind::<InternalRequest>(&value, 0).map_err(|_| {
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
-        anyhow::anyhow!("has kind {kind}; expected InternalRequest")
-    })?;
+    check_type(&value, "InternalRequest")?;
     if let Some(spec) = value.get("spec").and_then(|s| s.as_mapping()) {
         for key in spec.keys().filter_map(|k| k.as_str()) {
             anyhow::ensure!(
@@ -114,9 +169,16 @@ fn to_request(value: serde_yaml_ng::Value) -> anyhow::Result<InternalRequest> {
     }
     let request: InternalRequest = serde_yaml_ng::from_value(value)
         .context("does not have the fields of an InternalRequest")?;
+    let namespace = request.metadata.namespace.as_deref().unwrap_or_default();
+    anyhow::ensure!(!namespace.is_empty(), "metadata.namespace is missing");
     anyhow::ensure!(
-        request.metadata.namespace.is_some(),
-        "metadata.namespace is missing"
+        crate::admission::is_dns_label(namespace),
+        "metadata.namespace '{namespace}' is not a valid namespace name"
+    );
+    let name = request.metadata.name.as_deref().unwrap_or_default();
+    anyhow::ensure!(
+        crate::admission::is_dns_subdomain(name),
+        "metadata.name '{name}' is not a valid name (lowercase letters, digits, '-' and '.')"
     );
     Ok(request)
 }

@@ -119,8 +119,61 @@ pub fn run(args: &TestArgs, out: &mut impl Write) -> anyhow::Result<Summary> {
 fn read_suite(path: &Path) -> anyhow::Result<Suite> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{} is not a valid test suite", path.display()))
+    let suite: Suite = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a valid test suite", path.display()))?;
+    validate(&suite).with_context(|| format!("{} is not a valid test suite", path.display()))?;
+    Ok(suite)
+}
+
+/// Mistakes in a suite are errors of the suite (exit 2), not failing
+/// cases: a typo in `expect` must not read as a policy that misbehaves.
+fn validate(suite: &Suite) -> anyhow::Result<()> {
+    anyhow::ensure!(!suite.cases.is_empty(), "it has no cases");
+    let mut names = BTreeSet::new();
+    for case in &suite.cases {
+        anyhow::ensure!(
+            names.insert(&case.name),
+            "two cases are named {:?}",
+            case.name
+        );
+        validate_case(case).with_context(|| format!("case {:?}", case.name))?;
+    }
+    Ok(())
+}
+
+fn validate_case(case: &Case) -> anyhow::Result<()> {
+    let allowed: &[&str] = match (&case.request, &case.run) {
+        (Some(_), None) => &["allow", "deny"],
+        (None, Some(run)) => {
+            anyhow::ensure!(
+                matches!(run.outcome.as_str(), "Succeeded" | "Failed"),
+                "run.outcome is {:?}; expected Succeeded or Failed",
+                run.outcome
+            );
+            &["delete", "keep", "keep_for"]
+        }
+        _ => anyhow::bail!("a case needs exactly one of `request` and `run`"),
+    };
+    anyhow::ensure!(
+        allowed.contains(&case.expect.as_str()),
+        "expect is {:?}; expected one of {}",
+        case.expect,
+        allowed.join(", ")
+    );
+    match (&case.keep_for, case.expect.as_str()) {
+        (Some(keep), "keep_for") => {
+            crate::policy::parse_duration(keep)
+                .map_err(|_| anyhow::anyhow!("keepFor {keep:?} is not a duration such as 24h"))?;
+        }
+        (None, "keep_for") => anyhow::bail!("expect keep_for needs keepFor, such as 24h"),
+        (Some(_), _) => anyhow::bail!("keepFor goes only with expect: keep_for"),
+        (None, _) => {}
+    }
+    if let Some(reason) = &case.reason {
+        Regex::new(reason)
+            .map_err(|err| anyhow::anyhow!("reason is not a regular expression: {err}"))?;
+    }
+    Ok(())
 }
 
 type Hits = Vec<(String, usize)>;

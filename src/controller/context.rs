@@ -1,9 +1,9 @@
 //! Shared state of every reconcile of one remote cluster: clients, caches,
 //! the policy set, metrics and the Event recorder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -24,6 +24,10 @@ use crate::policy::LivePolicies;
 /// Most requests whose last write is remembered; past it the memory is
 /// cleared, which costs at most a retried write each.
 const WRITTEN_LIMIT: usize = 50_000;
+
+/// How long a run missing from the cache after this process created it
+/// is put down to cache lag before the API server is asked.
+const CACHE_LAG_LIMIT: Duration = Duration::from_secs(10);
 
 fn numeric(version: &str) -> Option<u64> {
     version.parse().ok()
@@ -80,6 +84,12 @@ pub struct Context {
     /// The resource version each request got from this controller's last
     /// write to it, to tell a cached copy older than that write.
     written: Mutex<HashMap<String, u64>>,
+    /// Runs this controller deleted, which a lagging run cache may still
+    /// hold; run names are never reused.
+    deleted: Mutex<HashSet<String>>,
+    /// Runs this process created, and when, which a lagging run cache may
+    /// not hold yet.
+    created: Mutex<HashMap<String, Instant>>,
     /// Whether the caches hold a full list, as one task found out.
     ready: watch::Receiver<Filling>,
 }
@@ -192,6 +202,8 @@ impl Context {
             cancel_grace: settings.cancel_grace,
             events,
             written: Mutex::default(),
+            deleted: Mutex::default(),
+            created: Mutex::default(),
         }
     }
 
@@ -227,8 +239,42 @@ impl Context {
             .is_some()
     }
 
+    /// The run, from the cache, unless this controller deleted it already.
     pub fn cached_run(&self, name: &str) -> Option<Arc<PipelineRun>> {
+        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted.contains(name) {
+            return None;
+        }
+        drop(deleted);
         self.runs.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// Notes that this process created the run `name`.
+    pub fn created_run(&self, name: &str) {
+        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if created.len() >= WRITTEN_LIMIT {
+            created.retain(|_, at| now.duration_since(*at) < CACHE_LAG_LIMIT);
+        }
+        created.insert(name.to_owned(), now);
+    }
+
+    /// Whether this process created the run `name` so recently that a
+    /// cache without it only lags: no need to ask the API server yet.
+    pub fn just_created(&self, name: &str) -> bool {
+        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        created
+            .get(name)
+            .is_some_and(|at| at.elapsed() < CACHE_LAG_LIMIT)
+    }
+
+    /// Notes that the run `name` is gone.
+    pub fn deleted_run(&self, name: &str) {
+        let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted.len() >= WRITTEN_LIMIT {
+            deleted.clear();
+        }
+        deleted.insert(name.to_owned());
     }
 
     pub fn runs_api(&self) -> Api<PipelineRun> {

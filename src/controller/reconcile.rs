@@ -73,6 +73,10 @@ const STALE_RETRY: Duration = Duration::from_millis(200);
 /// the watch has not brought the newer one by then.
 const STALE_FALLBACK: Duration = Duration::from_secs(2);
 
+/// When a run this process just created is not cached yet, when to look
+/// again (its watch event usually comes first).
+const CACHE_LAG: Duration = Duration::from_millis(500);
+
 /// Reconciles one request.
 #[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
 pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -202,12 +206,15 @@ async fn admit_and_start(
 
     let run = run::build(run_name, &ctx.namespace, &ctx.cluster, request, &config);
     match ctx.runs_api().create(&PostParams::default(), &run).await {
-        Ok(_) => tracing::info!(
-            run = %run_name,
-            pipeline = %request.spec.pipeline_description(),
-            policies = %decided.record.policy_set,
-            "request admitted; run created"
-        ),
+        Ok(_) => {
+            ctx.created_run(run_name);
+            tracing::info!(
+                run = %run_name,
+                pipeline = %request.spec.pipeline_description(),
+                policies = %decided.record.policy_set,
+                "request admitted; run created"
+            )
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             // Created by an earlier reconcile that the caches have not
             // caught up with; its watch event brings the run to `follow`.
@@ -310,6 +317,9 @@ async fn resume(
     run_name: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    if ctx.just_created(run_name) {
+        return Ok(Action::requeue(CACHE_LAG));
+    }
     match read_run(ctx, run_name).await? {
         Some(run) => follow(request, &run, ctx).await,
         None => admit_and_start(request, run_name, ctx).await,
@@ -345,6 +355,9 @@ async fn confirm_lost(
     run_name: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    if ctx.just_created(run_name) {
+        return Ok(Action::requeue(CACHE_LAG));
+    }
     if let Some(run) = read_run(ctx, run_name).await? {
         return follow(request, &run, ctx).await;
     }

@@ -195,9 +195,17 @@ async fn check_remote(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 400 => {
             anyhow::bail!(
-                "the remote cluster refused the request selector {selector:?}: {}",
+                "the remote cluster refused the request selector '{}': {}",
+                selector.unwrap_or_default(),
                 e.message
             )
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::error!(
+                "the remote cluster does not serve InternalRequests (appstudio.redhat.com/v1alpha1): \
+                 is the CRD from deploy/crds/remote installed there? Retrying"
+            );
+            Ok(())
         }
         Err(err) => {
             tracing::warn!(error = %err, "cannot list InternalRequests yet; will keep trying");

@@ -111,6 +111,7 @@ pub(super) async fn delete_run(ctx: &Context, name: &str) -> Result<(), Error> {
             });
         }
     }
+    ctx.deleted_run(name);
     Ok(())
 }
 

@@ -181,6 +181,9 @@ fn with_frame<T>(f: impl FnOnce(&mut Frame) -> T) -> Option<T> {
 /// nested function calls.
 fn classify(err: &EvalAltResult) -> Failure {
     let message = match innermost(err) {
+        EvalAltResult::ErrorTooManyModules(pos) if pos.is_none() => {
+            "import is not available to policies".to_owned()
+        }
         EvalAltResult::ErrorTooManyModules(pos) => {
             format!("import is not available to policies ({pos})")
         }

@@ -134,6 +134,16 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
             let source = std::io::Error::other("not a regular file (or a link to nothing)");
             return Err(LoadError::ReadFile { path, source });
         }
+        // A mounted ConfigMap links each file into its own `..data`; a link
+        // out of the directory is refused, so no other file is read.
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(file), Ok(dir)) => file.starts_with(dir),
+            _ => false,
+        };
+        if !inside {
+            let source = std::io::Error::other("a link to a file outside the policy directory");
+            return Err(LoadError::ReadFile { path, source });
+        }
         let text = std::fs::read_to_string(&path).map_err(|source| LoadError::ReadFile {
             path: path.clone(),
             source,

@@ -123,6 +123,14 @@ impl PolicyWatch {
             .filter(|cm| self.names.is_empty() || self.names.contains(&cm.name_any()))
             .map(|cm| (*cm).clone())
             .collect();
+        let missing: Vec<&String> = self
+            .names
+            .iter()
+            .filter(|name| !configmaps.iter().any(|cm| cm.name_any() == **name))
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(configmaps = ?missing, "policy ConfigMaps not found in the controller's namespace");
+        }
         let files = files_from_configmaps(&configmaps);
         let owners: BTreeMap<String, String> = files
             .iter()

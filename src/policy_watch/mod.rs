@@ -85,6 +85,11 @@ impl Reloader {
             };
             tracing::error!(policy = %error.file, %error, "policy does not compile; {effect}");
         }
+        if build.set.files().is_empty() {
+            tracing::warn!(
+                "no policy file found; every request is rejected until policies are installed"
+            );
+        }
         if before.as_deref() == Some(build.set.hash()) && build.errors.is_empty() {
             tracing::debug!(hash = %build.set.hash(), "policies reloaded; nothing changed");
         } else {
