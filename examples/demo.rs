@@ -104,10 +104,12 @@ fn step(text: &str) {
 
 /// Builds the controller binary next to this example and returns its path.
 fn build_controller() -> anyhow::Result<PathBuf> {
-    step("building the controller");
+    step(
+        "building the controller (cargo build --bin internal-services; the first time takes minutes)",
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "internal-services"])
+        .args(["build", "--bin", "internal-services"])
         .current_dir(repo_root())
         .status()
         .context("run cargo build")?;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use internal_services::api::tekton::labels;
 use support::controller::{ControllerOptions, ControllerProcess};
-use support::fixtures::{Case, message_of};
+use support::fixtures::{Case, message_of, run_of};
 use support::{ControlPlane, tekton};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
@@ -237,15 +237,7 @@ async fn debug_config_keeps_the_finished_run() {
     case.create_request(team, "kept", PIPELINE, &[]).await;
 
     let running = case.wait_for_reason(team, "kept", "Running").await;
-    let run_name = running
-        .status
-        .unwrap()
-        .pipeline_run
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1
-        .to_owned();
+    let run_name = run_of(&running);
     tekton::wait_for_run(&case.runs(), &run_name, WAIT).await;
     tekton::finish_run(&case.runs(), &run_name, true, "done", json!({})).await;
     case.wait_for_reason(team, "kept", "Succeeded").await;
@@ -288,15 +280,7 @@ async fn run_deleted_by_someone_else_fails_the_request() {
     case.create_request(team, "orphan", PIPELINE, &[]).await;
 
     let running = case.wait_for_reason(team, "orphan", "Running").await;
-    let run_name = running
-        .status
-        .unwrap()
-        .pipeline_run
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1
-        .to_owned();
+    let run_name = run_of(&running);
     tekton::wait_for_run(&case.runs(), &run_name, WAIT).await;
     case.runs()
         .delete(&run_name, &DeleteParams::default())

@@ -20,7 +20,7 @@ use serde_json::json;
 use internal_services::api::{InternalRequest, PipelineRun};
 use internal_services::controller::FINALIZER;
 use support::controller::{ControllerOptions, ControllerProcess};
-use support::fixtures::{Case, message_of};
+use support::fixtures::{Case, message_of, run_of};
 use support::{ControlPlane, tekton};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
@@ -46,11 +46,7 @@ async fn world(name: &str, extra_args: &[&str]) -> (Case, String, ControllerProc
 
 /// Creates a request and waits until it runs; returns the run's name.
 async fn start(case: &Case, team: &str, name: &str) -> String {
-    case.create_request(team, name, PIPELINE, &[("bar", DIGEST)])
-        .await;
-    let running = case.wait_for_reason(team, name, "Running").await;
-    let run = running.status.unwrap().pipeline_run.unwrap();
-    run.split_once('/').unwrap().1.to_owned()
+    case.start(team, name, PIPELINE, &[("bar", DIGEST)]).await
 }
 
 async fn wait_run_deleted(case: &Case, name: &str) {
@@ -391,12 +387,10 @@ where
 async fn a_request_lifecycle_costs_six_writes() {
     let (case, team, _controller) = world("writes", &[]).await;
     let (request_writes, stop_requests) = count_writes(case.requests(&team), "counted");
-    let run_name_of = |r: &InternalRequest| r.status.clone().unwrap().pipeline_run.unwrap();
 
     case.create_request(&team, "counted", PIPELINE, &[("bar", DIGEST)])
         .await;
-    let running = case.wait_for_reason(&team, "counted", "Running").await;
-    let run = run_name_of(&running).split_once('/').unwrap().1.to_owned();
+    let run = run_of(&case.wait_for_reason(&team, "counted", "Running").await);
     let (run_writes, stop_runs) = count_writes(case.runs(), &run);
     tokio::time::sleep(Duration::from_millis(300)).await;
 

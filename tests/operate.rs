@@ -24,7 +24,7 @@ use serde_json::json;
 use internal_services::api::PipelineRun;
 use internal_services::api::tekton::labels;
 use support::controller::{ControllerOptions, ControllerProcess};
-use support::fixtures::{CASE_LABEL, Case, message_of};
+use support::fixtures::{CASE_LABEL, Case, message_of, run_of};
 use support::{ControlPlane, tekton};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
@@ -51,11 +51,7 @@ fn options<'a>(case: &'a Case) -> ControllerOptions<'a> {
 
 /// Creates a request, waits until it runs; returns its run's name.
 async fn start(case: &Case, team: &str, name: &str) -> String {
-    case.create_request(team, name, PIPELINE, &[("bar", DIGEST)])
-        .await;
-    let running = case.wait_for_reason(team, name, "Running").await;
-    let run = running.status.unwrap().pipeline_run.unwrap();
-    run.split_once('/').unwrap().1.to_owned()
+    case.start(team, name, PIPELINE, &[("bar", DIGEST)]).await
 }
 
 /// The value of the first sample of `name` whose labels contain `labels`.
@@ -185,9 +181,7 @@ async fn a_standby_takes_over_within_15_seconds_and_a_stopped_leader_hands_over_
         "takeover took {takeover:?}"
     );
 
-    let run = running.status.unwrap().pipeline_run.unwrap();
-    let run = run.split_once('/').unwrap().1;
-    tekton::finish_run(&case.runs(), run, true, "done", json!({})).await;
+    tekton::finish_run(&case.runs(), &run_of(&running), true, "done", json!({})).await;
     case.wait_for_reason(&team, "during", "Succeeded").await;
 
     let mut second = second;
@@ -515,9 +509,7 @@ async fn request_submit_waits_and_exits_0_21_or_124() {
 
 /// The run name the controller derives for the request `name`, once it exists.
 async fn run_name(case: &Case, namespace: &str, name: &str) -> String {
-    let running = case.wait_for_reason(namespace, name, "Running").await;
-    let run = running.status.unwrap().pipeline_run.unwrap();
-    run.split_once('/').unwrap().1.to_owned()
+    run_of(&case.wait_for_reason(namespace, name, "Running").await)
 }
 
 /// `target` as a path relative to `dir` (kustomize takes no absolute paths).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use internal_services::api::InternalRequest;
 use support::controller::{ControllerOptions, ControllerProcess};
-use support::fixtures::{Case, message_of, reason_of};
+use support::fixtures::{Case, message_of, reason_of, run_of};
 use support::{ControlPlane, control_plane::repo_root};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
@@ -356,15 +356,7 @@ async fn retention_keeps_a_failed_run_for_its_time_then_deletes_it() {
     let (case, team, _controller) = world("retention", &files).await;
 
     let running = decide(&case, &team, "fails", "silver").await;
-    let run_name = running
-        .status
-        .unwrap()
-        .pipeline_run
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1
-        .to_owned();
+    let run_name = run_of(&running);
     let run = support::tekton::wait_for_run(&case.runs(), &run_name, Duration::from_secs(30)).await;
     support::tekton::finish_run(
         &case.runs(),

@@ -23,7 +23,7 @@ use internal_services::api::tekton::annotations;
 use internal_services::controller::FINALIZER;
 use internal_services::relay::{self, RunState};
 use support::controller::{ControllerOptions, ControllerProcess};
-use support::fixtures::{Case, reason_of};
+use support::fixtures::{Case, reason_of, run_of};
 use support::{ControlPlane, tekton};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_internal-services");
@@ -246,15 +246,7 @@ async fn the_relay_resumes_by_itself_after_the_remote_api_server_restarts() {
     case.create_request(&team, "before", PIPELINE, &[("bar", DIGEST)])
         .await;
     let running = case.wait_for_reason(&team, "before", "Running").await;
-    let run = running
-        .status
-        .unwrap()
-        .pipeline_run
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1
-        .to_owned();
+    let run = run_of(&running);
 
     plane.stop_remote();
     tekton::finish_run(&case.runs(), &run, true, "done", json!({ "out": "kept" })).await;
@@ -267,15 +259,7 @@ async fn the_relay_resumes_by_itself_after_the_remote_api_server_restarts() {
     case.create_request(&team, "after", PIPELINE, &[("bar", DIGEST)])
         .await;
     let running = case.wait_for_reason(&team, "after", "Running").await;
-    let run = running
-        .status
-        .unwrap()
-        .pipeline_run
-        .unwrap()
-        .split_once('/')
-        .unwrap()
-        .1
-        .to_owned();
+    let run = run_of(&running);
     tekton::finish_run(&case.runs(), &run, true, "done", json!({})).await;
     case.wait_for_reason(&team, "after", "Succeeded").await;
 }

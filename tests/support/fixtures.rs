@@ -173,6 +173,32 @@ impl Case {
     }
 }
 
+/// The name of the run a running request names in its status.
+pub fn run_of(request: &InternalRequest) -> String {
+    let run = request
+        .status
+        .as_ref()
+        .and_then(|s| s.pipeline_run.as_deref())
+        .expect("the request names its run");
+    let (_, name) = run.split_once('/').expect("the run as namespace/name");
+    name.to_owned()
+}
+
+impl Case {
+    /// Creates a request for `pipeline` and waits until it runs; returns
+    /// its run's name.
+    pub async fn start(
+        &self,
+        namespace: &str,
+        name: &str,
+        pipeline: &str,
+        params: &[(&str, &str)],
+    ) -> String {
+        self.create_request(namespace, name, pipeline, params).await;
+        run_of(&self.wait_for_reason(namespace, name, "Running").await)
+    }
+}
+
 /// The reason of a request's `Succeeded` condition.
 pub fn reason_of(request: Option<&InternalRequest>) -> Option<String> {
     request?
