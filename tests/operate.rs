@@ -187,8 +187,8 @@ async fn a_standby_takes_over_within_15_seconds_and_a_stopped_leader_hands_over_
     let mut second = second;
     let third = replica(3);
     third.wait_for_log("joined leader election", WAIT).await;
-    second.terminate();
     let stopped = Instant::now();
+    second.terminate();
     third.wait_for_log("leading; serving requests", WAIT).await;
     let handover = stopped.elapsed();
     eprintln!(
