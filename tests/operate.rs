@@ -129,18 +129,36 @@ async fn metrics_show_the_run_in_flight_and_the_outcome() {
         Some(0.0)
     );
 
-    let events: Api<Event> = Api::namespaced(case.remote.clone(), &team);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("measured"))
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = event_reasons(&case, &team, "measured").await;
     assert!(reasons.contains(&"Admitted".to_owned()), "{reasons:?}");
     assert!(reasons.contains(&"Succeeded".to_owned()), "{reasons:?}");
+    let reasons = event_reasons(&case, &other, "rejected").await;
+    assert_eq!(reasons, ["Rejected"]);
+}
+
+/// The reasons of the Events on the remote request `namespace/name`, once
+/// the controller's queue has published them.
+async fn event_reasons(case: &Case, namespace: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(case.remote.clone(), namespace);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.len() >= 2
+            || (reasons.len() == 1 && reasons[0] == "Rejected")
+            || Instant::now() > deadline
+        {
+            return reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

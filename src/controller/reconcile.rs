@@ -78,7 +78,7 @@ const STALE_FALLBACK: Duration = Duration::from_secs(2);
 const CACHE_LAG: Duration = Duration::from_millis(500);
 
 /// Reconciles one request.
-#[tracing::instrument(skip_all, fields(namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(cluster = %ctx.cluster, namespace = %request.namespace().unwrap_or_default(), name = %request.name_any(), uid = %request.uid().unwrap_or_default()))]
 pub async fn reconcile(request: Arc<InternalRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let in_flight = ctx
         .metrics
