@@ -108,7 +108,15 @@ fn build_controller() -> anyhow::Result<PathBuf> {
         "building the controller (cargo build --bin internal-services; the first time takes minutes)",
     );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // `cargo run` sets package variables for this example; passed on, they
+    // make build scripts (ring's) run again and rebuild half the tree.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR") {
+            build.env_remove(key);
+        }
+    }
+    let status = build
         .args(["build", "--bin", "internal-services"])
         .current_dir(repo_root())
         .status()

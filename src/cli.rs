@@ -291,7 +291,7 @@ pub enum RequestCommand {
 #[derive(Debug, Args)]
 pub struct RemoteTarget {
     /// Kubeconfig of the cluster where requests live (default: `KUBECONFIG`,
-    /// then the pod's service account).
+    /// then `~/.kube/config`, then the pod's service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 

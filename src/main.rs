@@ -68,48 +68,72 @@ fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let stop = Stop::on_signals();
-        let internal = clusters::internal_client().await?;
-        let namespace = clusters::controller_namespace(args.namespace.as_deref())?;
-        let identity = args
-            .identity
-            .clone()
-            .unwrap_or_else(leader::default_identity);
-        let metrics = Metrics::new();
-        let policies = Arc::new(LivePolicies::default());
-
-        let source = policy_source(&args);
-        tracing::info!(%source, "loading policies");
-        let reloader = Reloader::new(policies.clone(), metrics.clone());
-        policy_watch::start(source, reloader, internal.clone(), namespace.clone()).await?;
-
-        let readiness = Arc::new(controller::Readiness::new(policies.clone()));
-        serve_probes(&args, metrics.clone(), readiness.clone());
-
-        let settings = controller::Settings {
-            internal: internal.clone(),
-            namespace: namespace.clone(),
-            remotes,
-            request_selector: args.request_selector.clone(),
-            policies,
-            metrics: metrics.clone(),
-            concurrency: args.concurrency,
-            cancel_grace: args.cancel_grace_period,
-            events: args.events.then(|| identity.clone()),
+        // Whatever the controller waits on (a cluster that does not answer,
+        // a lease), a stop ends the process within a bounded time.
+        let overdue = async {
+            stop.clone().wait().await;
+            tokio::time::sleep(STOP_DEADLINE).await;
         };
-        if !args.leader_election {
-            readiness.set_role("serving");
-            metrics.leader.set(1);
-            return controller::run(settings, stop).await;
+        tokio::select! {
+            result = serve(args, remotes, stop.clone()) => result,
+            _ = overdue => {
+                tracing::warn!(deadline = ?STOP_DEADLINE, "not stopped in time after the stop signal; exiting");
+                Ok(())
+            }
         }
-
-        let lease = LeaseSettings {
-            namespace,
-            name: args.lease_name.clone(),
-            identity,
-            duration: args.lease_duration,
-        };
-        lead_then_serve(internal, lease, settings, stop, &readiness, &metrics).await
     })
+}
+
+/// How long after SIGTERM the process exits at the latest: within the
+/// Deployment's grace period, after reconciles in flight had their 15 s.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn serve(
+    args: RunArgs,
+    remotes: Vec<internal_services::cli::RemoteCluster>,
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let internal = clusters::internal_client().await?;
+    let namespace = clusters::controller_namespace(args.namespace.as_deref())?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(leader::default_identity);
+    let metrics = Metrics::new();
+    let policies = Arc::new(LivePolicies::default());
+
+    let source = policy_source(&args);
+    tracing::info!(%source, "loading policies");
+    let reloader = Reloader::new(policies.clone(), metrics.clone());
+    policy_watch::start(source, reloader, internal.clone(), namespace.clone()).await?;
+
+    let readiness = Arc::new(controller::Readiness::new(policies.clone()));
+    serve_probes(&args, metrics.clone(), readiness.clone());
+
+    let settings = controller::Settings {
+        internal: internal.clone(),
+        namespace: namespace.clone(),
+        remotes,
+        request_selector: args.request_selector.clone(),
+        policies,
+        metrics: metrics.clone(),
+        concurrency: args.concurrency,
+        cancel_grace: args.cancel_grace_period,
+        events: args.events.then(|| identity.clone()),
+    };
+    if !args.leader_election {
+        readiness.set_role("serving");
+        metrics.leader.set(1);
+        return controller::run(settings, stop).await;
+    }
+
+    let lease = LeaseSettings {
+        namespace,
+        name: args.lease_name.clone(),
+        identity,
+        duration: args.lease_duration,
+    };
+    lead_then_serve(internal, lease, settings, stop, &readiness, &metrics).await
 }
 
 /// Waits for the lease, serves while holding it, releases it on stop. A

@@ -346,6 +346,10 @@ fn suite_mistakes_are_errors_of_the_suite_not_failing_cases() {
             "run.outcome",
         ),
         ("[]".to_owned(), "no cases"),
+        (format!("- name: a\n    {request}\n    config: {{ alowList: [team] }}\n    expect: allow"), "config.alowList is not a field"),
+        ("- name: a\n    request: { metadata: { namespace: team }, spec: { request: p, serviceacount: x } }\n    expect: allow".to_owned(), "request.spec.serviceacount is not a field"),
+        ("- name: r\n    run: { outcome: Failed, pipelin: p }\n    expect: delete".to_owned(), "unknown field `pipelin`"),
+        (format!("- name: a\n    {request}\n    expect: allow\n    decidedBy: 99-nope.rhai"), "decidedBy \"99-nope.rhai\" is neither"),
     ] {
         let suite = dir.path().join("suite.yaml");
         let cases = if case == "[]" {
@@ -421,4 +425,23 @@ fn a_malformed_selector_stops_the_controller_before_it_starts() {
     ]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("unbalanced parentheses"), "{text}");
+}
+
+#[test]
+fn the_suite_in_the_policy_guide_passes_against_the_shipped_policies() {
+    let guide = std::fs::read_to_string(repo("policies/README.md")).unwrap();
+    let after = guide.split("**Test suites**").nth(1).unwrap();
+    let yaml = after
+        .split("```yaml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("guide.yaml");
+    std::fs::write(&suite, yaml).unwrap();
+    let (code, text) = run(&["policy", "test", suite.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("0 failed"), "{text}");
 }

@@ -523,6 +523,28 @@ async fn request_submit_waits_and_exits_0_21_or_124() {
     assert_eq!(waited.status.code(), Some(21));
     let printed: serde_json::Value = serde_json::from_slice(&waited.stdout).unwrap();
     assert_eq!(printed[0]["reason"], "Rejected");
+
+    let missing = Command::new(BINARY)
+        .args([
+            "request",
+            "wait",
+            "not-there-yet",
+            "--timeout",
+            "2s",
+            "-n",
+            &team,
+        ])
+        .arg("--kubeconfig")
+        .arg(&plane.remote.kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("waiting for one"));
 }
 
 /// The run name the controller derives for the request `name`, once it exists.

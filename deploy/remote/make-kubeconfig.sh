@@ -14,8 +14,9 @@ server=${1:?usage: make-kubeconfig.sh SERVER CA_FILE [DURATION]}
 ca_file=${2:?usage: make-kubeconfig.sh SERVER CA_FILE [DURATION]}
 duration=${3:-8760h}
 
+[ -r "$ca_file" ] || { echo "make-kubeconfig.sh: cannot read CA file $ca_file" >&2; exit 1; }
+ca=$(base64 <"$ca_file" | tr -d '\n')
 token=$(kubectl -n internal-services-remote create token internal-services --duration="$duration")
-ca=$(base64 -w0 <"$ca_file")
 cat <<KUBECONFIG
 apiVersion: v1
 kind: Config

@@ -9,7 +9,7 @@
 mod shape;
 
 use shape::check_shape;
-pub use shape::{is_dns_label, is_dns_subdomain};
+pub use shape::{is_dns_label, is_dns_subdomain, is_go_duration};
 
 use std::sync::Arc;
 

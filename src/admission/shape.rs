@@ -14,6 +14,11 @@ static GO_DURATION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$").expect("valid pattern")
 });
 
+/// Whether `value` is a duration Tekton accepts, such as `1h30m`.
+pub fn is_go_duration(value: &str) -> bool {
+    GO_DURATION.is_match(value)
+}
+
 /// The request's fields are usable; otherwise a message naming the field.
 pub fn check_shape(request: &InternalRequest) -> Result<(), String> {
     let spec = &request.spec;

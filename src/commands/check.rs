@@ -25,10 +25,13 @@ pub fn run(args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = findings.len() - errors;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     writeln!(
         out,
-        "{} files checked: {errors} errors, {warnings} warnings",
-        files.len()
+        "{} checked: {}, {}",
+        plural(files.len(), "file"),
+        plural(errors, "error"),
+        plural(warnings, "warning")
     )?;
     Ok(errors == 0)
 }

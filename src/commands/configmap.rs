@@ -17,6 +17,11 @@ use crate::policy;
 
 /// Renders the ConfigMap for `args.policies` as YAML.
 pub fn render(args: &ConfigMapArgs) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        crate::admission::is_dns_subdomain(&args.name),
+        "--name '{}' is not a valid ConfigMap name (lowercase letters, digits, '-' and '.')",
+        args.name
+    );
     let files = policy::read_dir(&args.policies)?;
     anyhow::ensure!(
         !files.is_empty(),

@@ -96,7 +96,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<InternalServicesConfig> {
 }
 
 /// The fields of `InternalServicesConfig.spec`.
-const CONFIG_FIELDS: [&str; 5] = [
+pub(crate) const CONFIG_FIELDS: [&str; 5] = [
     "allowList",
     "debug",
     "volumeClaim",
@@ -123,7 +123,7 @@ fn check_type(value: &serde_yaml_ng::Value, kind: &str) -> anyhow::Result<()> {
 
 /// Every key of the mapping `node`, found at `at`, is one of `known`: a
 /// typo would otherwise be dropped silently and the file judged without it.
-fn check_fields(
+pub(crate) fn check_fields(
     node: Option<&serde_yaml_ng::Value>,
     at: &str,
     known: &[&str],
@@ -184,7 +184,7 @@ fn to_request(value: serde_yaml_ng::Value) -> anyhow::Result<InternalRequest> {
 }
 
 /// The fields of `InternalRequest.spec`.
-const SPEC_FIELDS: [&str; 5] = [
+pub(crate) const SPEC_FIELDS: [&str; 5] = [
     "request",
     "pipeline",
     "params",

@@ -68,6 +68,7 @@ struct Report {
 /// Creates a request; with `--wait`, waits for its outcome.
 pub fn submit(args: &SubmitArgs, out: &mut impl Write) -> anyhow::Result<Ending> {
     let runtime = runtime()?;
+    check_submit(args)?;
     runtime.block_on(async {
         let (client, namespace) = connect(&args.target).await?;
         let api: Api<InternalRequest> = Api::namespaced(client, &namespace);
@@ -76,7 +77,9 @@ pub fn submit(args: &SubmitArgs, out: &mut impl Write) -> anyhow::Result<Ending>
         let created = api
             .create(&PostParams::default(), &build(args, &namespace))
             .await
-            .context("cannot create the InternalRequest")?;
+            .map_err(|err| {
+                anyhow::anyhow!("cannot create the InternalRequest: {}", api_message(&err))
+            })?;
         let name = created.name_any();
         eprintln!("created InternalRequest {namespace}/{name}");
 
@@ -85,7 +88,10 @@ pub fn submit(args: &SubmitArgs, out: &mut impl Write) -> anyhow::Result<Ending>
             return Ok(Ending::Succeeded);
         }
         let (ending, reports) = follow(&api, Selection::Name(&name), args.timeout).await?;
-        print_json(out, &reports[0])?;
+        match reports.first() {
+            Some(last) => print_json(out, last)?,
+            None => print_json(out, &report(&created))?,
+        }
         Ok(ending)
     })
 }
@@ -103,9 +109,10 @@ pub fn wait(args: &WaitArgs, out: &mut impl Write) -> anyhow::Result<Ending> {
         };
         let by_name = matches!(selection, Selection::Name(_));
         let (ending, reports) = follow(&api, selection, args.timeout).await?;
-        match by_name {
-            true => print_json(out, &reports[0])?,
-            false => print_json(out, &reports)?,
+        match (by_name, reports.first()) {
+            (true, Some(only)) => print_json(out, only)?,
+            (true, None) => print_json(out, &serde_json::Value::Null)?,
+            (false, _) => print_json(out, &reports)?,
         }
         Ok(ending)
     })
@@ -122,8 +129,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn connect(target: &RemoteTarget) -> anyhow::Result<(Client, String)> {
     let config = match &target.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|err| {
+                let cause = std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), ToString::to_string);
+                anyhow::anyhow!("cannot read kubeconfig {}: {cause}", path.display())
+            })?;
             Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
                 .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
@@ -138,6 +148,39 @@ async fn connect(target: &RemoteTarget) -> anyhow::Result<(Client, String)> {
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = Client::try_from(config).context("cannot build a client")?;
     Ok((client, namespace))
+}
+
+/// What clap cannot check: a parameter or label given twice (the last one
+/// would silently win), timeouts Tekton would refuse, and flags that only
+/// mean something together.
+fn check_submit(args: &SubmitArgs) -> anyhow::Result<()> {
+    for (flag, pairs) in [("--param", &args.params), ("--label", &args.labels)] {
+        let mut keys = std::collections::BTreeSet::new();
+        if let Some((key, _)) = pairs.iter().find(|(key, _)| !keys.insert(key)) {
+            anyhow::bail!("{flag} {key} is given twice");
+        }
+    }
+    let timeouts = [
+        ("--pipeline-timeout", &args.pipeline_timeout),
+        ("--tasks-timeout", &args.tasks_timeout),
+        ("--finally-timeout", &args.finally_timeout),
+    ];
+    for (flag, value) in timeouts {
+        if let Some(value) = value {
+            anyhow::ensure!(
+                crate::admission::is_go_duration(value),
+                "{flag} {value} is not a duration such as 1h30m or 90s"
+            );
+        }
+    }
+    anyhow::ensure!(
+        args.resolver_params.is_empty() || args.resolver.is_some(),
+        "--resolver-param needs --resolver"
+    );
+    if !args.wait && args.timeout != Duration::from_secs(3600) {
+        eprintln!("warning: --timeout only applies with --wait");
+    }
+    Ok(())
 }
 
 /// The request `submit` creates.
@@ -240,7 +283,11 @@ async fn follow(
         Selection::Labels(selector) => watcher::Config::default().labels(selector),
     };
     let mut seen: BTreeMap<String, Report> = BTreeMap::new();
-    let watching = watch_until_terminal(api, config, &mut seen);
+    let what = match selection {
+        Selection::Name(name) => format!("InternalRequest {name}"),
+        Selection::Labels(selector) => format!("InternalRequest matching {selector}"),
+    };
+    let watching = watch_until_terminal(api, config, &what, &mut seen);
     match tokio::time::timeout(timeout, watching).await {
         Ok(result) => {
             result?;
@@ -251,23 +298,29 @@ async fn follow(
             Ok((ending, seen.into_values().collect()))
         }
         Err(_) => {
-            eprintln!("timed out after {timeout:?}");
-            if seen.is_empty() {
-                anyhow::bail!("timed out after {timeout:?} before any matching request was seen");
+            match seen.is_empty() {
+                true => {
+                    eprintln!("timed out after {timeout:?} before any matching request was seen")
+                }
+                false => eprintln!("timed out after {timeout:?}"),
             }
             Ok((Ending::TimedOut, seen.into_values().collect()))
         }
     }
 }
 
+/// Follows the watch until every request seen is terminal. While none
+/// matches yet, it keeps waiting for one to appear (a pipeline may start
+/// waiting before the request is created), until the caller's timeout.
 async fn watch_until_terminal(
     api: &Api<InternalRequest>,
     config: watcher::Config,
+    what: &str,
     seen: &mut BTreeMap<String, Report>,
 ) -> anyhow::Result<()> {
     let stream = watcher::watcher(api.clone(), config);
     futures::pin_mut!(stream);
-    let mut listed = false;
+    let (mut listed, mut told) = (false, false);
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(request) | Event::InitApply(request)) => {
@@ -290,14 +343,35 @@ async fn watch_until_terminal(
                 continue;
             }
         }
-        if listed && seen.is_empty() {
-            anyhow::bail!("no InternalRequest matches");
+        if listed && seen.is_empty() && !told {
+            eprintln!(
+                "no {what} in namespace {} yet; waiting for one",
+                api_namespace(api)
+            );
+            told = true;
         }
-        if listed && seen.values().all(|r| is_terminal(&r.reason)) {
+        if listed && !seen.is_empty() && seen.values().all(|r| is_terminal(&r.reason)) {
             return Ok(());
         }
     }
     anyhow::bail!("the watch of InternalRequests ended")
+}
+
+/// What the API server said, without the wrapping of the client's error.
+fn api_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn api_namespace(api: &Api<InternalRequest>) -> String {
+    api.resource_url()
+        .split("/namespaces/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("?")
+        .to_owned()
 }
 
 fn is_terminal(reason: &str) -> bool {

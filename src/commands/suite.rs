@@ -56,6 +56,7 @@ struct Case {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CaseRequest {
     #[serde(default)]
     metadata: ObjectMeta,
@@ -63,6 +64,7 @@ struct CaseRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CaseRun {
     #[serde(default = "default_run_name")]
     name: String,
@@ -94,6 +96,8 @@ pub fn run(args: &TestArgs, out: &mut impl Write) -> anyhow::Result<Summary> {
 
     for path in &args.suites {
         let suite = read_suite(path)?;
+        check_decided_by(&suite, &policies)
+            .with_context(|| format!("{} is not a valid test suite", path.display()))?;
         for case in &suite.cases {
             let (verdict, hits) = run_case(&policies, &suite, case)
                 .with_context(|| format!("{}: case {:?}", path.display(), case.name))?;
@@ -119,10 +123,64 @@ pub fn run(args: &TestArgs, out: &mut impl Write) -> anyhow::Result<Summary> {
 fn read_suite(path: &Path) -> anyhow::Result<Suite> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let suite: Suite = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{} is not a valid test suite", path.display()))?;
-    validate(&suite).with_context(|| format!("{} is not a valid test suite", path.display()))?;
+    let invalid = || format!("{} is not a valid test suite", path.display());
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("{err}"))
+        .with_context(invalid)?;
+    check_suite_fields(&value).with_context(invalid)?;
+    let suite: Suite = serde_yaml_ng::from_value(value).with_context(invalid)?;
+    validate(&suite).with_context(invalid)?;
     Ok(suite)
+}
+
+/// A `decidedBy` must name a policy file of the set or a core rule; a
+/// misspelt one would only ever fail.
+fn check_decided_by(suite: &Suite, policies: &PolicySet) -> anyhow::Result<()> {
+    use crate::admission::rules;
+    let core = [
+        rules::REQUEST_SHAPE,
+        rules::CONFIG,
+        rules::ALLOW_LIST,
+        rules::PIPELINE,
+        crate::policy::ALL_POLICIES,
+    ];
+    let files = policies.files();
+    for case in &suite.cases {
+        if let Some(rule) = &case.decided_by {
+            let known = files.contains(&rule.as_str())
+                || core.contains(&rule.as_str())
+                || rule == "resolver-form";
+            anyhow::ensure!(
+                known,
+                "case {:?}: decidedBy {rule:?} is neither a policy file ({}) nor a core rule ({})",
+                case.name,
+                files.join(", "),
+                core.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The configs and requests in a suite are API objects, which ignore
+/// unknown fields when read; a typo in a test must not go unnoticed, so
+/// their fields are checked here.
+fn check_suite_fields(suite: &serde_yaml_ng::Value) -> anyhow::Result<()> {
+    let check_config = |config: Option<&serde_yaml_ng::Value>, at: &str| -> anyhow::Result<()> {
+        super::check_fields(config, at, &super::CONFIG_FIELDS)?;
+        let claim = config.and_then(|c| c.get("volumeClaim"));
+        super::check_fields(claim, &format!("{at}.volumeClaim"), &["name", "size"])
+    };
+    check_config(suite.get("config"), "config")?;
+    let cases = suite.get("cases").and_then(|c| c.as_sequence());
+    for (index, case) in cases.into_iter().flatten().enumerate() {
+        let name = case.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+        let at = format!("case {} ({name:?})", index + 1);
+        check_config(case.get("config"), &format!("{at}: config"))?;
+        let spec = case.get("request").and_then(|r| r.get("spec"));
+        super::check_fields(spec, &format!("{at}: request.spec"), &super::SPEC_FIELDS)?;
+    }
+    Ok(())
 }
 
 /// Mistakes in a suite are errors of the suite (exit 2), not failing
@@ -287,7 +345,7 @@ fn check_run(
             failure.class, failure.message
         )),
         None if report.retention == expected => Ok(()),
-        None => Err(format!("expected {expected:?}, got {:?}", report.retention)),
+        None => Err(format!("expected {expected}, got {}", report.retention)),
     };
     Ok((verdict, report.trail.reached))
 }

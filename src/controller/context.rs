@@ -27,7 +27,7 @@ const WRITTEN_LIMIT: usize = 50_000;
 
 /// How long a run missing from the cache after this process created it
 /// is put down to cache lag before the API server is asked.
-const CACHE_LAG_LIMIT: Duration = Duration::from_secs(10);
+const CACHE_LAG_LIMIT: Duration = Duration::from_secs(2);
 
 fn numeric(version: &str) -> Option<u64> {
     version.parse().ok()

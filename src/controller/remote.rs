@@ -95,6 +95,7 @@ async fn serve_with(
     client: Client,
     until: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let until = until.shared();
     let ns = &settings.namespace;
     let (runs, runs_writer) = reflector::store::<PipelineRun>();
     let run_selector = format!(
@@ -119,7 +120,11 @@ async fn serve_with(
         request_watch = request_watch.labels(selector);
     }
     let requests = Api::<InternalRequest>::all(client.clone());
-    if let Err(err) = check_remote(&requests, settings.request_selector.as_deref()).await {
+    let checked = tokio::select! {
+        checked = check_remote(&requests, settings.request_selector.as_deref()) => checked,
+        _ = until.clone() => return,
+    };
+    if let Err(err) = checked {
         tracing::error!(cluster = %remote.name, error = %format!("{err:#}"), "not serving this remote cluster");
         until.await;
         return;
@@ -134,7 +139,6 @@ async fn serve_with(
     // no reconcile of this cluster is in flight (or the grace period is
     // over) it is dropped instead: what it had not started yet is listed
     // again by the next connection.
-    let until = until.shared();
     let in_flight = settings
         .metrics
         .reconciles_in_flight

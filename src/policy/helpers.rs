@@ -44,12 +44,18 @@ pub fn register(engine: &mut Engine) {
     });
 }
 
+/// A helper's own failure (bad input to it), reported as a runtime error:
+/// only `throw` in a script counts as thrown by the script.
+fn helper_error(message: String) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorSystem(String::new(), message.into()).into()
+}
+
 /// `matches(text, pattern)`: whether the regular expression finds a match.
 pub fn matches(text: &str, pattern: &str) -> ScriptResult<bool> {
     let build = |p: &str| RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build();
     REGEXES
         .with(|cache| with_cached(cache, pattern, build, |regex| regex.is_match(text)))
-        .map_err(|err| format!("invalid pattern {pattern:?}: {err}").into())
+        .map_err(|err| helper_error(format!("invalid pattern {pattern:?}: {err}")))
 }
 
 /// `glob_match(text, pattern)`: shell-style glob (`*`, `?`, `[a-z]`, `{a,b}`)
@@ -58,7 +64,7 @@ pub fn glob_match(text: &str, pattern: &str) -> ScriptResult<bool> {
     let build = |p: &str| Glob::new(p).map(|g| g.compile_matcher());
     GLOBS
         .with(|cache| with_cached(cache, pattern, build, |glob| glob.is_match(text)))
-        .map_err(|err| format!("invalid glob {pattern:?}: {err}").into())
+        .map_err(|err| helper_error(format!("invalid glob {pattern:?}: {err}")))
 }
 
 /// `is_digest(text)`: `sha256:` and 64, or `sha512:` and 128, lowercase hex.
@@ -80,7 +86,7 @@ pub fn is_digest(text: &str) -> bool {
 /// reference, with Docker Hub's defaults filled in; an error if invalid.
 fn image(reference: &str) -> ScriptResult<Map> {
     let parsed = Reference::from_str(reference)
-        .map_err(|err| format!("invalid image reference {reference:?}: {err}"))?;
+        .map_err(|err| helper_error(format!("invalid image reference {reference:?}: {err}")))?;
     let mut map = Map::new();
     map.insert("registry".into(), parsed.registry().into());
     map.insert("repository".into(), parsed.repository().into());
@@ -91,13 +97,14 @@ fn image(reference: &str) -> ScriptResult<Map> {
 
 /// Parses durations such as `90s`, `1h30m`, `1.5h` or `2 days`.
 pub fn parse_duration(text: &str) -> ScriptResult<Duration> {
-    let invalid = |err: &dyn std::fmt::Display| format!("invalid duration {text:?}: {err}");
+    let invalid =
+        |err: &dyn std::fmt::Display| helper_error(format!("invalid duration {text:?}: {err}"));
     let span = jiff::Span::from_str(text.trim()).map_err(|err| invalid(&err))?;
     let duration = span
         .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
         .map_err(|err| invalid(&err))?;
     if duration.is_negative() {
-        return Err(invalid(&"negative").into());
+        return Err(invalid(&"negative"));
     }
     Ok(duration.unsigned_abs())
 }

@@ -130,6 +130,15 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
         if !is_policy_name(&name) {
             continue;
         }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            let source = std::io::Error::other(
+                "a policy file name may hold only letters, digits, '-', '_' and '.', as a ConfigMap key must",
+            );
+            return Err(LoadError::ReadFile { path, source });
+        }
         if !path.is_file() {
             let source = std::io::Error::other("not a regular file (or a link to nothing)");
             return Err(LoadError::ReadFile { path, source });

@@ -256,3 +256,15 @@ fn the_engine_stays_usable_after_hostile_scripts() {
     let (decision, _) = admit_with("allow()");
     assert_eq!(decision, Decision::Allow);
 }
+
+#[test]
+fn a_helper_given_bad_input_is_a_runtime_error_not_a_throw() {
+    let source =
+        r#"fn admit(request, config) { if matches("x", "(") { allow() } else { allow() } }"#;
+    let set = PolicySet::strict(vec![SourceFile::new("70-regex.rhai", source)]).unwrap();
+    let report = set.admit(&request(), &config(), Capture::default());
+    assert_eq!(report.failures, vec![FailureClass::RuntimeError]);
+    let message = report.decision.message().unwrap();
+    assert!(message.contains("invalid pattern"), "{message}");
+    assert!(!message.contains("System error"), "{message}");
+}

@@ -66,3 +66,16 @@ impl Decision {
         }
     }
 }
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Delete => f.write_str("delete()"),
+            Self::Keep => f.write_str("keep()"),
+            Self::KeepFor(d) => {
+                let span = jiff::SignedDuration::try_from(*d).unwrap_or(jiff::SignedDuration::MAX);
+                write!(f, "keep_for(\"{span:#}\")")
+            }
+        }
+    }
+}
