@@ -425,11 +425,6 @@ fn key_value(value: &str) -> Result<(String, String), String> {
 
 /// A duration such as `90s`, `2m` or `1h30m`.
 fn duration(value: &str) -> Result<Duration, String> {
-    let span: jiff::Span = value
-        .parse()
-        .map_err(|err| format!("not a duration such as '90s' or '2m': {err}"))?;
-    let duration = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|err| err.to_string())?;
-    Duration::try_from(duration).map_err(|_| "must not be negative".to_owned())
+    crate::duration::parse(value)
+        .map_err(|err| format!("not a duration such as '90s' or '2m': {err}"))
 }

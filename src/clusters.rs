@@ -15,15 +15,21 @@ const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 
 /// A client for the remote cluster from a kubeconfig file.
 pub async fn remote_client(path: &Path) -> anyhow::Result<Client> {
+    let config = config_from(path).await?;
+    Client::try_from(config).context("cannot build a client for the remote cluster")
+}
+
+/// The client configuration in a kubeconfig file; errors name the file and
+/// say what is wrong once.
+pub async fn config_from(path: &Path) -> anyhow::Result<Config> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|err| {
         let cause =
             std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string);
-        anyhow::anyhow!("cannot read remote kubeconfig {}: {cause}", path.display())
+        anyhow::anyhow!("cannot read kubeconfig {}: {cause}", path.display())
     })?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .with_context(|| format!("remote kubeconfig {} is not usable", path.display()))?;
-    Client::try_from(config).context("cannot build a client for the remote cluster")
+        .with_context(|| format!("kubeconfig {} is not usable", path.display()))
 }
 
 /// A client for the internal cluster: `KUBECONFIG`, then in-cluster.

@@ -13,6 +13,7 @@ pub mod clusters;
 pub mod commands;
 pub mod controller;
 pub mod crd;
+pub mod duration;
 pub mod leader;
 pub mod metrics;
 pub mod policy;

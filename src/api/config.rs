@@ -94,12 +94,7 @@ impl InternalServicesConfigSpec {
     /// The CRD's pattern refuses invalid values, so `None` for one that
     /// slipped through only means requests are kept.
     pub fn completed_request_ttl(&self) -> Option<Duration> {
-        let text = self.completed_request_ttl.as_deref()?;
-        let span: jiff::Span = text.parse().ok()?;
-        let duration = span
-            .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-            .ok()?;
-        Duration::try_from(duration).ok()
+        crate::duration::parse(self.completed_request_ttl.as_deref()?).ok()
     }
 }
 

@@ -128,16 +128,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// A client for the cluster where requests live, and the namespace to use.
 async fn connect(target: &RemoteTarget) -> anyhow::Result<(Client, String)> {
     let config = match &target.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|err| {
-                let cause = std::error::Error::source(&err)
-                    .map_or_else(|| err.to_string(), ToString::to_string);
-                anyhow::anyhow!("cannot read kubeconfig {}: {cause}", path.display())
-            })?;
-            Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
+        Some(path) => crate::clusters::config_from(path).await?,
         None => Config::infer()
             .await
             .context("cannot find a cluster: give --kubeconfig, set KUBECONFIG or run in a pod")?,

@@ -97,16 +97,8 @@ fn image(reference: &str) -> ScriptResult<Map> {
 
 /// Parses durations such as `90s`, `1h30m`, `1.5h` or `2 days`.
 pub fn parse_duration(text: &str) -> ScriptResult<Duration> {
-    let invalid =
-        |err: &dyn std::fmt::Display| helper_error(format!("invalid duration {text:?}: {err}"));
-    let span = jiff::Span::from_str(text.trim()).map_err(|err| invalid(&err))?;
-    let duration = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|err| invalid(&err))?;
-    if duration.is_negative() {
-        return Err(invalid(&"negative"));
-    }
-    Ok(duration.unsigned_abs())
+    crate::duration::parse(text)
+        .map_err(|err| helper_error(format!("invalid duration {text:?}: {err}")))
 }
 
 /// Runs `use_it` on the compiled `key`, compiling and caching it first if
