@@ -1,7 +1,7 @@
 //! Shared state of every reconcile of one remote cluster: clients, caches,
 //! the policy set, metrics and the Event recorder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 
+use super::memory::Memory;
 use super::reconcile::Error;
 use super::{Settings, SharedCaches};
 use crate::api::{
@@ -20,10 +21,6 @@ use crate::api::{
 };
 use crate::metrics::{ClassLabels, ClusterLabels, Metrics, OutcomeLabels};
 use crate::policy::LivePolicies;
-
-/// Most requests whose last write is remembered; past it the memory is
-/// cleared, which costs at most a retried write each.
-const WRITTEN_LIMIT: usize = 50_000;
 
 /// How long a run missing from the cache after this process created it
 /// is put down to cache lag before the API server is asked.
@@ -83,13 +80,13 @@ pub struct Context {
     events: Option<mpsc::Sender<(Event, ObjectReference)>>,
     /// The resource version each request got from this controller's last
     /// write to it, to tell a cached copy older than that write.
-    written: Mutex<HashMap<String, u64>>,
+    written: Memory<u64>,
     /// Runs this controller deleted, which a lagging run cache may still
     /// hold; run names are never reused.
-    deleted: Mutex<HashSet<String>>,
+    deleted: Memory<()>,
     /// Runs this process created, and when, which a lagging run cache may
     /// not hold yet.
-    created: Mutex<HashMap<String, Instant>>,
+    created: Memory<Instant>,
     /// Whether the caches hold a full list, as one task found out.
     ready: watch::Receiver<Filling>,
 }
@@ -201,9 +198,9 @@ impl Context {
             backoff: Backoff::default(),
             cancel_grace: settings.cancel_grace,
             events,
-            written: Mutex::default(),
-            deleted: Mutex::default(),
-            created: Mutex::default(),
+            written: Memory::default(),
+            deleted: Memory::default(),
+            created: Memory::default(),
         }
     }
 
@@ -241,40 +238,28 @@ impl Context {
 
     /// The run, from the cache, unless this controller deleted it already.
     pub fn cached_run(&self, name: &str) -> Option<Arc<PipelineRun>> {
-        let deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
-        if deleted.contains(name) {
+        if self.deleted.get(name).is_some() {
             return None;
         }
-        drop(deleted);
         self.runs.get(&ObjectRef::new(name).within(&self.namespace))
     }
 
     /// Notes that this process created the run `name`.
     pub fn created_run(&self, name: &str) {
-        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if created.len() >= WRITTEN_LIMIT {
-            created.retain(|_, at| now.duration_since(*at) < CACHE_LAG_LIMIT);
-        }
-        created.insert(name.to_owned(), now);
+        self.created.note(name, Instant::now());
     }
 
     /// Whether this process created the run `name` so recently that a
     /// cache without it only lags: no need to ask the API server yet.
     pub fn just_created(&self, name: &str) -> bool {
-        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-        created
+        self.created
             .get(name)
             .is_some_and(|at| at.elapsed() < CACHE_LAG_LIMIT)
     }
 
     /// Notes that the run `name` is gone.
     pub fn deleted_run(&self, name: &str) {
-        let mut deleted = self.deleted.lock().unwrap_or_else(|p| p.into_inner());
-        if deleted.len() >= WRITTEN_LIMIT {
-            deleted.clear();
-        }
-        deleted.insert(name.to_owned());
+        self.deleted.note(name, ());
     }
 
     pub fn runs_api(&self) -> Api<PipelineRun> {
@@ -346,11 +331,7 @@ impl Context {
         else {
             return;
         };
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if written.len() >= WRITTEN_LIMIT {
-            written.clear();
-        }
-        written.insert(uid.clone(), version);
+        self.written.note(uid, version);
     }
 
     /// Whether this cached copy of `request` predates this controller's own
@@ -369,15 +350,13 @@ impl Context {
         ) else {
             return false;
         };
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        written.get(uid).is_some_and(|last| seen < *last)
+        self.written.get(uid).is_some_and(|last| seen < last)
     }
 
     /// Forgets a request this controller will not write again.
     pub fn forget_writes(&self, request: &InternalRequest) {
         if let Some(uid) = &request.metadata.uid {
-            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            written.remove(uid);
+            self.written.forget(uid);
         }
     }
 

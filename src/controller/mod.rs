@@ -11,6 +11,7 @@
 
 mod context;
 mod finalizer;
+mod memory;
 mod reconcile;
 mod remote;
 mod teardown;
